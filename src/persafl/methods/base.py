@@ -1,0 +1,120 @@
+"""The ``Method`` contract and helpers shared by the client-side algorithms.
+
+A method is a bundle of pure functions over explicit parameter dicts (fedjax-style), so the
+executor may run one client at a time or ``torch.func.vmap`` over many clients with the same
+code. The server step (``x <- x - server_lr * (start - new)``) belongs to the engine; a method
+only says how a client turns its downloaded model into a new one (PersA-FL: Toghani, Lee,
+Uribe 2022, Algorithm 1, client side) and how a model is personalized for evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from persafl.models import LossFn, Params, make_loss_fn
+
+__all__ = [
+    "HP_NAMES",
+    "LossFn",
+    "Method",
+    "Params",
+    "check_local_steps",
+    "grad_of",
+    "identity_personalize",
+    "make_loss_fn",
+    "resolve_hp",
+    "sgd_step",
+    "tree_add",
+]
+
+# Hyperparameter names shared by all methods (docs/design.md "Methods"); a method declares
+# defaults for the ones it reads. ``weight_decay`` is the optional pFedMe personal-optimizer
+# decay (off by default here).
+HP_NAMES = frozenset(
+    {
+        "local_steps",
+        "batch_size",
+        "local_lr",
+        "personal_lr",
+        "hf_delta",
+        "moreau_lambda",
+        "inner_steps",
+        "server_lr",
+        "eval_adapt_steps",
+        "weight_decay",
+    }
+)
+
+# Per-client update signature: (params, xb [Q,S,B,...], yb [Q,S,B], hp, loss_fn) -> params.
+LocalUpdate = Callable[[Params, Tensor, Tensor, Mapping, LossFn], Params]
+# Personalization signature: (params, xb [A,B,...], yb [A,B], hp, loss_fn) -> params.
+Personalize = Callable[[Params, Tensor, Tensor, Mapping, LossFn], Params]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A client algorithm: local update, personalization and its cost (docs/design.md)."""
+
+    name: str
+    defaults: dict[str, float | int]
+    batches_per_step: int
+    local_update: LocalUpdate
+    personalize: Personalize
+    grads_per_step: Callable[[Mapping], int]
+    personalized: bool
+
+
+def resolve_hp(method: Method, overrides: Mapping[str, float | int] | None = None) -> dict:
+    """The method's defaults updated with ``overrides``; unknown names raise ``ValueError``.
+
+    Any shared name (``HP_NAMES``) is accepted even if this method ignores it, so one sweep
+    config can carry e.g. ``moreau_lambda`` for all methods.
+    """
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - HP_NAMES)
+    if unknown:
+        raise ValueError(
+            f"unknown hyperparameter(s) {unknown} for method {method.name!r}; "
+            f"known names: {sorted(HP_NAMES)}"
+        )
+    return {**method.defaults, **overrides}
+
+
+def sgd_step(params: Params, grads: Params, lr: float) -> Params:
+    """``params - lr * grads`` key by key (a new dict; nothing is modified in place)."""
+    return {k: p - lr * grads[k] for k, p in params.items()}
+
+
+def tree_add(a: Params, b: Params, scale: float = 1.0) -> Params:
+    """``a + scale * b`` key by key."""
+    return {k: v + scale * b[k] for k, v in a.items()}
+
+
+def grad_of(loss_fn: LossFn) -> Callable[[Params, Tensor, Tensor], Params]:
+    """Gradient of ``loss_fn`` with respect to its parameter dict (``torch.func.grad``)."""
+    return torch.func.grad(loss_fn)
+
+
+def check_local_steps(xb: Tensor, hp: Mapping) -> int:
+    """Number of local steps Q: the leading batch dimension, checked against ``hp``.
+
+    The data shape is the source of truth (it is static under vmap); a disagreeing
+    ``local_steps`` means the executor drew the wrong number of batches.
+    """
+    steps = int(xb.shape[0])
+    expected = hp.get("local_steps", steps)
+    if int(expected) != steps:
+        raise ValueError(f"batches for {steps} local steps, but hp local_steps={expected}")
+    return steps
+
+
+def identity_personalize(
+    params: Params, xb: Tensor, yb: Tensor, hp: Mapping, loss_fn: LossFn
+) -> Params:
+    """No adaptation: the personalized model is the model itself (afl, local)."""
+    del xb, yb, hp, loss_fn  # same signature as the adapting methods
+    return dict(params)

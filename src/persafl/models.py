@@ -1,0 +1,192 @@
+"""Models for the experiments, used functionally (parameters live outside the module).
+
+The architectures follow the base papers' experiments: multinomial logistic regression (convex
+case) and a one-hidden-layer MLP (784-100-10 on MNIST, 60-20-10 on Synthetic) as in pFedMe
+(Dinh, Tran, Nguyen, NeurIPS 2020), and the two-conv "FedAvgCNN" (conv32-conv64-fc512) used by
+pFedMe/PFLlib-style CIFAR-10 experiments, which Per-FedAvg (Fallah, Mokhtari, Ozdaglar, NeurIPS
+2020) also names as a model class. There is no BatchNorm anywhere: running statistics are
+buffers mutated in place, which breaks ``torch.func.vmap`` over clients.
+
+Training is functional: ``loss_fn(params, x, y)`` calls the stateless module through
+``torch.func.functional_call``, so one module serves every client and server version.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from persafl.rng import torch_seed
+
+Params = dict[str, Tensor]
+LossFn = Callable[[Params, Tensor, Tensor], Tensor]
+
+MODEL_NAMES = ("logistic", "mlp", "cnn")
+
+
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,  # the base papers' choice (default)
+    # Smooth alternatives: ReLU's kinks make the Hessian-free finite difference of
+    # persafl_maml_hf jump whenever a unit changes sign, so smooth nets let HF be compared
+    # with the exact MAML gradient (Per-FedAvg's analysis assumes smooth losses).
+    "softplus": nn.Softplus,
+    "tanh": nn.Tanh,
+}
+
+
+def _flat_dim(input_shape: Sequence[int]) -> int:
+    return int(math.prod(int(s) for s in input_shape))
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; known: {', '.join(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]()
+
+
+def _logistic(input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(_flat_dim(input_shape), num_classes))
+
+
+def _mlp(
+    input_shape: Sequence[int], num_classes: int, hidden: int = 100, activation: str = "relu"
+) -> nn.Module:
+    # hidden=100 is pFedMe's MNIST MLP; their Synthetic runs use hidden=20 (set in config).
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(_flat_dim(input_shape), int(hidden)),
+        _activation(activation),
+        nn.Linear(int(hidden), num_classes),
+    )
+
+
+def _cnn(
+    input_shape: Sequence[int], num_classes: int, fc_hidden: int = 512, activation: str = "relu"
+) -> nn.Module:
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"model 'cnn' needs an image input shape (channels, height, width), got {input_shape}"
+        )
+    channels, height, width = (int(s) for s in input_shape)
+
+    def after_block(size: int) -> int:
+        # conv 5x5 without padding removes 4 pixels, then max-pool 2 halves (floor).
+        return (size - 4) // 2
+
+    out_h, out_w = after_block(after_block(height)), after_block(after_block(width))
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"model 'cnn' needs images of at least 16x16, got {height}x{width}")
+    return nn.Sequential(
+        nn.Conv2d(channels, 32, kernel_size=5),
+        _activation(activation),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, kernel_size=5),
+        _activation(activation),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * out_h * out_w, int(fc_hidden)),
+        _activation(activation),
+        nn.Linear(int(fc_hidden), num_classes),
+    )
+
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "logistic": _logistic,
+    "mlp": _mlp,
+    "cnn": _cnn,
+}
+
+
+def build_model(
+    name: str, input_shape: Sequence[int], num_classes: int, **params: int | str
+) -> nn.Module:
+    """Build model ``name`` for inputs of shape ``input_shape`` (without the batch dimension).
+
+    ``params``: ``hidden`` for ``mlp`` (default 100), ``fc_hidden`` for ``cnn`` (default 512),
+    ``activation`` for both (``relu`` default, ``softplus``, ``tanh``).
+    The module's own parameters hold the seed-0 initialization of :func:`init_params`, so that
+    reading them directly is deterministic too; runs should call ``init_params(model, seed)``.
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
+    # Construction runs torch's default init on the global RNG; fork it so building a model
+    # never perturbs global state (we overwrite the values right after).
+    with torch.random.fork_rng(devices=[]):
+        try:
+            model = _BUILDERS[name](tuple(input_shape), int(num_classes), **params)
+        except TypeError as err:
+            raise ValueError(f"bad parameters {params} for model {name!r}: {err}") from err
+    with torch.no_grad():
+        for key, value in init_params(model, 0).items():
+            model.get_parameter(key).copy_(value)
+    return model
+
+
+def init_params(
+    model: nn.Module,
+    seed: int,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Params:
+    """Fresh parameters for ``model``, a pure function of ``seed`` (purpose ``"init"``).
+
+    Same distribution as torch's default Linear/Conv init (kaiming-uniform with a=sqrt(5),
+    i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases alike), drawn from a
+    dedicated torch.Generator on the CPU so the values do not depend on the device.
+    """
+    generator = torch.Generator().manual_seed(torch_seed(seed, "init"))
+    params: Params = {}
+    modules = dict(model.named_modules())
+    for key, param in model.named_parameters():
+        owner = modules[key.rpartition(".")[0]]
+        weight = owner.get_parameter("weight")
+        # fan_in of the owning layer: in_features for Linear, in_ch * kh * kw for Conv.
+        fan_in = int(math.prod(weight.shape[1:]))
+        bound = 1.0 / math.sqrt(fan_in)
+        values = torch.rand(param.shape, generator=generator, dtype=torch.float64)
+        values = (2.0 * values - 1.0) * bound
+        params[key] = values.to(device=device, dtype=dtype or param.dtype)
+    return params
+
+
+def make_loss_fn(model: nn.Module) -> LossFn:
+    """``loss_fn(params, x, y)``: mean cross-entropy of the stateless ``model`` with ``params``.
+
+    Pure in ``params`` (no module state is read or written), so ``torch.func.grad`` and
+    ``vmap`` over clients apply to it.
+    """
+
+    def loss_fn(params: Params, x: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(functional_call(model, params, (x,)), y)
+
+    return loss_fn
+
+
+def predict(model: nn.Module, params: Params, x: Tensor) -> Tensor:
+    """Logits of ``model`` with ``params`` on ``x`` ([B, *features] -> [B, classes])."""
+    return functional_call(model, params, (x,))
+
+
+def accuracy(model: nn.Module, params: Params, x: Tensor, y: Tensor) -> Tensor:
+    """Fraction of correct argmax predictions, a 0-d tensor (vmap-safe: no ``.item()``)."""
+    logits = predict(model, params, x)
+    return (logits.argmax(dim=-1) == y).to(logits.dtype).mean()
+
+
+def loss_and_accuracy(
+    model: nn.Module, params: Params, x: Tensor, y: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Mean cross-entropy and accuracy from one forward pass (both 0-d tensors, vmap-safe)."""
+    logits = predict(model, params, x)
+    correct = (logits.argmax(dim=-1) == y).to(logits.dtype).mean()
+    return F.cross_entropy(logits, y), correct
+
+
+def num_parameters(params: Params) -> int:
+    """Total number of scalars in a parameter dict."""
+    return sum(int(v.numel()) for v in params.values())

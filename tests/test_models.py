@@ -1,0 +1,113 @@
+"""Models: shapes, deterministic init, functional loss/accuracy under vmap."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from persafl.models import (
+    accuracy,
+    build_model,
+    init_params,
+    loss_and_accuracy,
+    make_loss_fn,
+    num_parameters,
+    predict,
+)
+
+SHAPES = [(1, 28, 28), (3, 32, 32), (60,)]
+
+
+@pytest.mark.parametrize("name", ["logistic", "mlp", "cnn"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_output_shapes(name: str, shape: tuple[int, ...]) -> None:
+    if name == "cnn" and len(shape) != 3:
+        with pytest.raises(ValueError, match="image input shape"):
+            build_model(name, shape, 10)
+        return
+    model = build_model(name, shape, 10)
+    params = init_params(model, seed=0)
+    logits = predict(model, params, torch.randn(5, *shape))
+    assert logits.shape == (5, 10)
+    assert torch.isfinite(logits).all()
+
+
+def test_architecture_sizes() -> None:
+    # pFedMe's models: logistic 784->10, MLP 784-100-10, Synthetic MLP 60-20-10.
+    assert num_parameters(init_params(build_model("logistic", (1, 28, 28), 10), 0)) == 7850
+    mlp = build_model("mlp", (1, 28, 28), 10)
+    assert num_parameters(init_params(mlp, 0)) == 784 * 100 + 100 + 100 * 10 + 10
+    small = build_model("mlp", (60,), 10, hidden=20)
+    assert num_parameters(init_params(small, 0)) == 60 * 20 + 20 + 20 * 10 + 10
+    # FedAvgCNN: flattened conv features 64*4*4 on MNIST and 64*5*5 on CIFAR-10.
+    mnist = init_params(build_model("cnn", (1, 28, 28), 10), 0)
+    cifar = init_params(build_model("cnn", (3, 32, 32), 10), 0)
+    assert mnist["7.weight"].shape == (512, 1024)
+    assert cifar["7.weight"].shape == (512, 1600)
+    assert not any(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        for m in build_model("cnn", (3, 32, 32), 10).modules()
+    )
+
+
+def test_init_deterministic_in_seed() -> None:
+    model = build_model("mlp", (60,), 10, hidden=20)
+    first, again, other = init_params(model, 3), init_params(model, 3), init_params(model, 4)
+    assert first.keys() == again.keys() == other.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not any(torch.equal(first[k], other[k]) for k in first)
+    # Independent of the global torch RNG and of model construction.
+    torch.manual_seed(123)
+    rebuilt = build_model("mlp", (60,), 10, hidden=20)
+    assert all(torch.equal(first[k], init_params(rebuilt, 3)[k]) for k in first)
+
+
+def test_init_scale_and_global_rng_untouched() -> None:
+    torch.manual_seed(7)
+    before = torch.random.get_rng_state()
+    model = build_model("mlp", (1, 28, 28), 10)
+    assert torch.equal(before, torch.random.get_rng_state())
+    params = init_params(model, 0)
+    bound = 1.0 / 784**0.5  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), torch's default
+    assert params["1.weight"].abs().max() <= bound
+    assert params["1.weight"].abs().max() > 0.9 * bound
+    assert params["1.weight"].dtype == torch.float32
+    # The module's own parameters hold the seed-0 init, so either path is deterministic.
+    assert torch.equal(dict(model.named_parameters())["1.weight"], params["1.weight"])
+
+
+def test_loss_and_accuracy_under_vmap_equal_loop() -> None:
+    model = build_model("cnn", (1, 28, 28), 10)
+    loss_fn = make_loss_fn(model)
+    stacked = {
+        k: torch.stack([init_params(model, s)[k] for s in range(3)]) for k in init_params(model, 0)
+    }
+    x, y = torch.randn(3, 6, 1, 28, 28), torch.randint(0, 10, (3, 6))
+
+    def both(p, xs, ys):
+        return loss_and_accuracy(model, p, xs, ys)
+
+    losses, accs = torch.func.vmap(both)(stacked, x, y)
+    accs_only = torch.func.vmap(lambda p, xs, ys: accuracy(model, p, xs, ys))(stacked, x, y)
+    for c in range(3):
+        params = {k: v[c] for k, v in stacked.items()}
+        torch.testing.assert_close(losses[c], loss_fn(params, x[c], y[c]))
+        expected = (predict(model, params, x[c]).argmax(-1) == y[c]).float().mean()
+        torch.testing.assert_close(accs[c], expected)
+        torch.testing.assert_close(accs_only[c], expected)
+
+
+def test_activation_option() -> None:
+    for name, shape in (("mlp", (60,)), ("cnn", (1, 28, 28))):
+        modules = list(build_model(name, shape, 10, activation="softplus").modules())
+        assert any(isinstance(m, torch.nn.Softplus) for m in modules)
+        assert not any(isinstance(m, torch.nn.ReLU) for m in modules)
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        build_model("mlp", (60,), 10, activation="gelu")
+
+
+def test_unknown_model_and_bad_params() -> None:
+    with pytest.raises(ValueError, match="known models: logistic, mlp, cnn"):
+        build_model("resnet", (3, 32, 32), 10)
+    with pytest.raises(ValueError, match="bad parameters"):
+        build_model("logistic", (60,), 10, hidden=5)
