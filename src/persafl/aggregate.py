@@ -1,0 +1,378 @@
+"""Aggregate finished training runs into tidy tables and the paper's final-accuracy table.
+
+Usage (the CLI is what the Snakemake aggregate rule calls)::
+
+    python -m persafl.aggregate --runs RUN [RUN ...] [--runs-file LIST] \
+        [--partitions NAME=PARTITION_COUNTS_CSV ...] --out-dir results/tables
+
+``RUN`` is a run directory ``.../dataset~D/partition~P/method~M/tau~T/seed~S/`` or a file
+inside it (e.g. its ``summary.json``, so a rule can pass its inputs as they are). ``LIST`` is a
+text file with one such path per line (blank lines and ``#`` comments ignored). Every run must
+be complete: a directory without ``summary.json`` is an error naming it. Runs whose status is
+``completed`` or ``diverged`` count; any other status is skipped with a warning.
+
+Written into ``--out-dir``:
+
+- ``curves.csv``: one row per (run, evaluation): identity (dataset, partition, method, tau,
+  seed), ``update, time, grad_evals``, every metrics.csv column and ``headline_acc``.
+- ``final.csv``: one row per run: identity, ``status``, the last evaluation's metrics
+  (including cumulative ``dropped`` and ``staleness_*``), ``headline_acc``, ``wait_time`` and
+  ``wall_seconds`` from summary.json.
+- ``table_final.{csv,md,tex}``: one row per (dataset, partition, method, tau) for every
+  method except ``local``: mean and std over seeds (sample std, ddof=1; empty for one seed)
+  of the headline accuracy, of the global accuracy, and beside them the local baseline and the
+  majority-class baseline; ``n_seeds`` and ``n_diverged``. The .md/.tex show percent.
+- ``partition_NAME.csv`` for each ``--partitions NAME=PATH``: the class counts (columns
+  ``client, class_0, ..., class_{C-1}``) checked and copied, for the heat-map figure. Given
+  ``--partitions`` and no runs, only these are written (the heat map need not wait for
+  training).
+
+Definitions. Headline accuracy: ``personal_acc_ca`` (client-averaged personalized test accuracy)
+for every method except ``afl``, whose headline is ``global_acc_ca``. Local baseline: the
+headline accuracy of method ``local`` on the same dataset and partition, from its runs at the
+same tau when there are any, else from all its runs (per seed averaged over tau). Majority
+baseline: ``majority_acc_ca`` of the row's own runs. Statistics skip non-finite values (a
+diverged run may have none); ``n_diverged`` says how many runs diverged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from persafl.style import format_latex, format_markdown, method_label, method_sort_key
+
+log = logging.getLogger(__name__)
+
+IDENTITY_KEYS: tuple[str, ...] = ("dataset", "partition", "method", "tau", "seed")
+INTEGER_KEYS: frozenset[str] = frozenset({"tau", "seed"})
+METRIC_COLUMNS: tuple[str, ...] = (
+    "update", "time", "grad_evals", "staleness_mean", "staleness_max", "dropped",
+    "global_acc_ca", "global_acc_sw", "global_loss_ca", "personal_acc_ca", "personal_acc_sw",
+    "majority_acc_ca", "majority_acc_sw",
+)  # fmt: skip
+COUNTED_STATUSES: frozenset[str] = frozenset({"completed", "diverged"})
+GROUP_KEYS: list[str] = ["dataset", "partition", "method", "tau"]
+
+
+class AggregationError(Exception):
+    """A run or partition file is missing or malformed; the message names the file."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One finished run: identity from its path, its metrics rows and its summary.json."""
+
+    run_dir: Path
+    identity: dict[str, Any]
+    metrics: pd.DataFrame
+    summary: dict[str, Any]
+
+
+# ----------------------------------------------------------------------------- pure functions
+
+
+def parse_identity(run_dir: Path) -> dict[str, Any]:
+    """Run identity from the ``key~value`` parts of a run directory path (tau, seed as int)."""
+    found = dict(part.split("~", 1) for part in Path(run_dir).parts if "~" in part)
+    missing = [k for k in IDENTITY_KEYS if k not in found]
+    if missing:
+        raise AggregationError(
+            f"run directory {run_dir}: path lacks {', '.join(k + '~...' for k in missing)} "
+            f"(expected .../dataset~D/partition~P/method~M/tau~T/seed~S)"
+        )
+    identity: dict[str, Any] = {}
+    for key in IDENTITY_KEYS:
+        value = found[key]
+        if key in INTEGER_KEYS:
+            if not re.fullmatch(r"\d+", value):
+                raise AggregationError(f"run directory {run_dir}: {key}~{value} is not an integer")
+            identity[key] = int(value)
+        else:
+            identity[key] = value
+    return identity
+
+
+def validate_metrics(df: pd.DataFrame, source: str | Path) -> pd.DataFrame:
+    """Check a metrics table has every pinned column, numeric, and at least one row."""
+    missing = [c for c in METRIC_COLUMNS if c not in df.columns]
+    if missing:
+        raise AggregationError(f"{source}: missing column(s) {', '.join(missing)}")
+    if df.empty:
+        raise AggregationError(f"{source}: no evaluation rows")
+    out = df.copy()
+    for column in METRIC_COLUMNS:
+        try:
+            out[column] = pd.to_numeric(out[column])
+        except (ValueError, TypeError) as err:
+            raise AggregationError(f"{source}: column {column} is not numeric ({err})") from err
+    return out
+
+
+def headline_column(method: str) -> str:
+    """The accuracy column a method is judged by: global for afl, personalized otherwise."""
+    return "global_acc_ca" if method == "afl" else "personal_acc_ca"
+
+
+def _with_headline(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    uses_global = out["method"].map(headline_column) == "global_acc_ca"
+    out["headline_acc"] = np.where(uses_global, out["global_acc_ca"], out["personal_acc_ca"])
+    return out
+
+
+def _sort_runs(df: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
+    order = df["method"].map(method_sort_key)
+    keyed = df.assign(_method_order=order.map(lambda k: k[0]))
+    by = ["dataset", "partition", "_method_order", "method", "tau", "seed", *extra]
+    return keyed.sort_values(by, kind="mergesort").drop(columns="_method_order")
+
+
+def curves_table(runs: Sequence[RunResult]) -> pd.DataFrame:
+    """Tidy table of every evaluation of every run (identity columns first)."""
+    frames = []
+    for run in runs:
+        metrics = run.metrics.reset_index(drop=True)
+        identity = pd.DataFrame({k: [v] * len(metrics) for k, v in run.identity.items()})
+        frames.append(pd.concat([identity, metrics], axis=1))
+    if not frames:
+        raise AggregationError("no counted runs to aggregate (all missing or skipped)")
+    curves = _with_headline(pd.concat(frames, ignore_index=True))
+    return _sort_runs(curves, extra=["update"]).reset_index(drop=True)
+
+
+def final_table(runs: Sequence[RunResult]) -> pd.DataFrame:
+    """One row per run: identity, status, metrics of the last evaluation, headline accuracy."""
+    frames = []
+    for run in runs:
+        last = run.metrics.sort_values("update", kind="mergesort").iloc[[-1]]
+        trace = run.summary.get("trace") or {}
+        head = {**run.identity, "status": run.summary["status"]}
+        tail = {
+            "wait_time": float(trace.get("wait_time", math.nan)),
+            "wall_seconds": float(run.summary.get("wall_seconds", math.nan)),
+        }
+        frames.append(
+            pd.concat(
+                [pd.DataFrame([head]), last.reset_index(drop=True), pd.DataFrame([tail])], axis=1
+            )
+        )
+    if not frames:
+        raise AggregationError("no counted runs to aggregate (all missing or skipped)")
+    final = _with_headline(pd.concat(frames, ignore_index=True))
+    return _sort_runs(final).reset_index(drop=True)
+
+
+def mean_std(values: pd.Series) -> tuple[float, float]:
+    """Mean and sample std (ddof=1; NaN for one value) of the finite values; NaN if none."""
+    finite = values[np.isfinite(values.astype(float))]
+    if finite.empty:
+        return math.nan, math.nan
+    std = float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
+    return float(finite.mean()), std
+
+
+def local_baseline(
+    final: pd.DataFrame, dataset: str, partition: str, tau: int | None = None
+) -> pd.Series:
+    """Headline accuracies of method ``local`` for one dataset/partition, one value per run.
+
+    Its runs at ``tau`` when there are any; otherwise (or with ``tau=None``) all its runs,
+    averaged per seed over tau. Empty when there is no local run.
+    """
+    local = final[final["method"] == "local"]
+    same = local[(local["dataset"] == dataset) & (local["partition"] == partition)]
+    at_tau = same[same["tau"] == tau] if tau is not None else same.iloc[:0]
+    if not at_tau.empty:
+        return at_tau["headline_acc"]
+    return same.groupby("seed")["headline_acc"].mean()
+
+
+def summary_table(final: pd.DataFrame) -> pd.DataFrame:
+    """The table_final rows: per (dataset, partition, method, tau) mean/std over seeds.
+
+    Accuracies stay fractions in [0, 1]; see the module docstring for the definitions.
+    """
+    rows = []
+    for (dataset, partition, method, tau), group in final[final["method"] != "local"].groupby(
+        GROUP_KEYS, sort=False
+    ):
+        acc = mean_std(group["headline_acc"])
+        glob = mean_std(group["global_acc_ca"])
+        base = local_baseline(final, dataset, partition, int(tau))
+        loc = mean_std(base)
+        maj = mean_std(group["majority_acc_ca"])
+        rows.append(
+            {
+                "dataset": dataset,
+                "partition": partition,
+                "method": method,
+                "method_label": method_label(method),
+                "tau": int(tau),
+                "n_seeds": len(group),
+                "n_diverged": int((group["status"] == "diverged").sum()),
+                "acc_mean": acc[0],
+                "acc_std": acc[1],
+                "global_acc_mean": glob[0],
+                "global_acc_std": glob[1],
+                "local_acc_mean": loc[0],
+                "local_acc_std": loc[1],
+                "local_n_seeds": len(base),
+                "majority_acc_mean": maj[0],
+                "majority_acc_std": maj[1],
+            }
+        )
+    columns = [
+        "dataset", "partition", "method", "method_label", "tau", "n_seeds", "n_diverged",
+        "acc_mean", "acc_std", "global_acc_mean", "global_acc_std", "local_acc_mean",
+        "local_acc_std", "local_n_seeds", "majority_acc_mean", "majority_acc_std",
+    ]  # fmt: skip
+    table = pd.DataFrame(rows, columns=columns)
+    if table.empty:
+        return table
+    return _sort_runs(table.assign(seed=0)).drop(columns="seed").reset_index(drop=True)
+
+
+def validate_partition_counts(df: pd.DataFrame, source: str | Path) -> pd.DataFrame:
+    """Check a clients x classes count table (``client, class_0, ...``); rows sorted by client."""
+    if "client" not in df.columns:
+        raise AggregationError(f"{source}: missing column client")
+    class_columns = [c for c in df.columns if c != "client"]
+    expected = [f"class_{k}" for k in range(len(class_columns))]
+    if not class_columns or sorted(class_columns) != sorted(expected):
+        raise AggregationError(
+            f"{source}: class columns must be class_0..class_{{C-1}}, got {class_columns}"
+        )
+    counts = df[["client", *expected]]
+    values = counts.to_numpy()
+    if not np.issubdtype(values.dtype, np.integer) or (values < 0).any():
+        raise AggregationError(f"{source}: counts must be non-negative integers")
+    return counts.sort_values("client", kind="mergesort").reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------- I/O (CLI)
+
+
+def resolve_run_dir(path: str | Path) -> Path:
+    """A run directory from itself or from a file inside it (summary.json, metrics.csv)."""
+    p = Path(path)
+    return p.parent if p.suffix in {".json", ".csv"} else p
+
+
+def load_run(run_dir: Path) -> RunResult | None:
+    """Read one run; ``None`` (with a warning) when its status does not count."""
+    identity = parse_identity(run_dir)
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        raise AggregationError(f"run directory {run_dir}: no summary.json (incomplete run)")
+    try:
+        summary = json.loads(summary_path.read_text())
+    except json.JSONDecodeError as err:
+        raise AggregationError(f"{summary_path}: not valid JSON ({err})") from err
+    if not isinstance(summary, dict) or "status" not in summary:
+        raise AggregationError(f"{summary_path}: no 'status' field")
+    if summary["status"] not in COUNTED_STATUSES:
+        log.warning("skipping %s: status %r", run_dir, summary["status"])
+        return None
+    metrics_path = run_dir / "metrics.csv"
+    if not metrics_path.is_file():
+        raise AggregationError(f"run directory {run_dir}: no metrics.csv")
+    try:
+        raw = pd.read_csv(metrics_path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
+        raise AggregationError(f"{metrics_path}: unreadable CSV ({err})") from err
+    return RunResult(run_dir, identity, validate_metrics(raw, metrics_path), summary)
+
+
+def load_runs(paths: Iterable[str | Path]) -> list[RunResult]:
+    """Read every counted run; two directories with the same identity are an error."""
+    runs: dict[tuple[Any, ...], RunResult] = {}
+    for run_dir in dict.fromkeys(resolve_run_dir(p) for p in paths):
+        run = load_run(run_dir)
+        if run is None:
+            continue
+        key = tuple(run.identity[k] for k in IDENTITY_KEYS)
+        if key in runs:
+            raise AggregationError(f"runs {runs[key].run_dir} and {run_dir} have one identity")
+        runs[key] = run
+    return list(runs.values())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8", newline="")
+    os.replace(tmp, path)
+
+
+def _read_runs_file(path: Path) -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; see the module docstring."""
+    parser = argparse.ArgumentParser(
+        prog="python -m persafl.aggregate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--runs", nargs="*", default=[], help="run directories (or files in them)")
+    parser.add_argument("--runs-file", type=Path, help="text file: one run path per line")
+    parser.add_argument(
+        "--partitions",
+        nargs="*",
+        default=[],
+        metavar="NAME=CSV",
+        help="partition_counts.csv to copy as partition_NAME.csv",
+    )
+    parser.add_argument("--out-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+
+    paths = list(args.runs) + (_read_runs_file(args.runs_file) if args.runs_file else [])
+    try:
+        partitions = {}
+        for spec in args.partitions:
+            name, sep, csv_path = spec.partition("=")
+            if not sep or not name or not csv_path:
+                raise AggregationError(f"--partitions {spec!r}: expected NAME=PATH")
+            partitions[name] = validate_partition_counts(pd.read_csv(csv_path), csv_path)
+        outputs: dict[str, str] = {}
+        if paths or not partitions:  # --partitions alone copies the counts, nothing else
+            runs = load_runs(paths)
+            final = final_table(runs)
+            table = summary_table(final)
+            outputs = {
+                "curves.csv": curves_table(runs).to_csv(index=False),
+                "final.csv": final.to_csv(index=False),
+                "table_final.csv": table.to_csv(index=False),
+                "table_final.md": format_markdown(table),
+                "table_final.tex": format_latex(table),
+            }
+            log.info("aggregated %d runs", len(runs))
+    except (AggregationError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for name, counts in partitions.items():
+        outputs[f"partition_{name}.csv"] = counts.to_csv(index=False)
+    for name, text in outputs.items():
+        _write_atomic(args.out_dir / name, text)
+    log.info("wrote %s into %s", ", ".join(outputs), args.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Render the paper's figures from the aggregated tables (the CLI the figure rules call).
+
+Usage::
+
+    python -m persafl.figures accuracy --curves results/tables/curves.csv \
+        --dataset D --tau T [--partition P] --out paper_figures/fig_accuracy_D.pdf
+    python -m persafl.figures staleness --final results/tables/final.csv \
+        --dataset D [--partition P] --out paper_figures/fig_staleness_D.pdf
+    python -m persafl.figures partition --counts results/tables/partition_D.csv \
+        [--title TEXT] --out paper_figures/fig_partition_D.pdf
+
+Each command writes the PDF named by ``--out`` and a PNG (200 dpi) beside it. ``--partition``
+may be left out when the dataset has a single partition in the table. Output is a pure
+function of the table: regenerating gives byte-identical files (no timestamps or producer
+strings in the metadata, fonts shipped with matplotlib, fixed hash salt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from persafl.aggregate import (  # noqa: E402
+    IDENTITY_KEYS,
+    AggregationError,
+    validate_partition_counts,
+)
+from persafl.plotting import (  # noqa: E402
+    FigureDataError,
+    accuracy_figure,
+    partition_figure,
+    staleness_figure,
+)
+from persafl.style import PNG_DPI, RC_PARAMS  # noqa: E402
+
+PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None}
+PNG_METADATA = {"Software": None}
+_TEXT_COLUMNS = {"dataset": str, "partition": str, "method": str, "status": str}
+CURVES_COLUMNS = (*IDENTITY_KEYS, "update", "headline_acc", "majority_acc_ca")
+FINAL_COLUMNS = (*IDENTITY_KEYS, "status", "headline_acc", "global_acc_ca", "majority_acc_ca")
+
+
+def read_table(path: Path, required: Sequence[str]) -> pd.DataFrame:
+    """Read an aggregated CSV; a missing file or column is an error naming it."""
+    if not path.is_file():
+        raise AggregationError(f"{path}: no such file (run persafl.aggregate first)")
+    table = pd.read_csv(path, dtype=_TEXT_COLUMNS)
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise AggregationError(f"{path}: missing column(s) {', '.join(missing)}")
+    return table
+
+
+def save_figure(fig: Figure, pdf_path: Path) -> tuple[Path, Path]:
+    """Write ``pdf_path`` and the PNG beside it, reproducibly and atomically."""
+    if pdf_path.suffix != ".pdf":
+        raise ValueError(f"--out {pdf_path}: expected a .pdf path (the .png is written beside)")
+    png_path = pdf_path.with_suffix(".png")
+    pdf_path.parent.mkdir(parents=True, exist_ok=True)
+    with matplotlib.rc_context(RC_PARAMS):
+        outputs = ((pdf_path, "pdf", PDF_METADATA), (png_path, "png", PNG_METADATA))
+        for path, fmt, metadata in outputs:
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            fig.savefig(tmp, format=fmt, dpi=PNG_DPI, metadata=metadata)
+            os.replace(tmp, path)
+    return pdf_path, png_path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m persafl.figures",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="figure", required=True)
+    acc = sub.add_parser("accuracy", help="test accuracy vs server updates at one tau")
+    acc.add_argument("--curves", type=Path, required=True)
+    acc.add_argument("--dataset", required=True)
+    acc.add_argument("--tau", type=int, required=True)
+    acc.add_argument("--partition")
+    stale = sub.add_parser("staleness", help="final accuracy vs staleness bound")
+    stale.add_argument("--final", type=Path, required=True)
+    stale.add_argument("--dataset", required=True)
+    stale.add_argument("--partition")
+    part = sub.add_parser("partition", help="clients x classes heat map")
+    part.add_argument("--counts", type=Path, required=True)
+    part.add_argument("--title")
+    for p in (acc, stale, part):
+        p.add_argument("--out", type=Path, required=True, help="PDF path; PNG written beside")
+    return parser
+
+
+def build_figure(args: argparse.Namespace) -> Figure:
+    """Read the table a subcommand names and build its figure."""
+    if args.figure == "accuracy":
+        curves = read_table(args.curves, CURVES_COLUMNS)
+        return accuracy_figure(curves, args.dataset, args.tau, args.partition)
+    if args.figure == "staleness":
+        final = read_table(args.final, FINAL_COLUMNS)
+        return staleness_figure(final, args.dataset, args.partition)
+    counts = validate_partition_counts(read_table(args.counts, ("client",)), args.counts)
+    return partition_figure(counts, args.title)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; see the module docstring."""
+    args = _parser().parse_args(argv)
+    try:
+        fig = build_figure(args)
+        pdf_path, png_path = save_figure(fig, args.out)
+    except (AggregationError, FigureDataError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {pdf_path} and {png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
