@@ -1,0 +1,73 @@
+"""Drawing client mini-batches, identically for every execution backend.
+
+A batch is a set of row indices into the pooled data set, drawn from one client's TRAIN indices
+with a generator derived from ``(seed, purpose, *keys)``; the same keys give the same batches
+whether the jobs run one at a time or stacked under ``vmap``.
+
+Sampling rule: within one batch, indices are drawn WITHOUT replacement when the client holds at
+least ``batch_size`` training samples (the usual mini-batch), and WITH replacement otherwise (a
+tiny client still yields full-size batches, so every job has the same tensor shape, which vmap
+needs). Different batches of a job are independent draws (as the MAML estimators require).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from persafl import rng
+
+
+def draw_indices(
+    generator: np.random.Generator, train_indices: np.ndarray, count: int, batch_size: int
+) -> np.ndarray:
+    """``count`` batches of ``batch_size`` data-set indices from ``train_indices``: [count, B]."""
+    n = int(train_indices.shape[0])
+    if n == 0:
+        raise ValueError("cannot draw a batch from a client with no training samples")
+    if n >= batch_size:
+        # Generator.choice without replacement costs O(n) per batch; fine at these sizes.
+        positions = np.stack(
+            [generator.choice(n, size=batch_size, replace=False) for _ in range(count)]
+        )
+    else:
+        positions = generator.integers(0, n, size=(count, batch_size))
+    return train_indices[positions]
+
+
+def job_indices(
+    seed: int,
+    update_index: int,
+    slot: int,
+    train_indices: np.ndarray,
+    local_steps: int,
+    batches_per_step: int,
+    batch_size: int,
+) -> np.ndarray:
+    """Indices [Q, S, B] of the job in ``slot`` of update ``update_index`` (purpose "batch")."""
+    generator = rng.generator(seed, "batch", update_index, slot)
+    flat = draw_indices(generator, train_indices, local_steps * batches_per_step, batch_size)
+    return flat.reshape(local_steps, batches_per_step, batch_size)
+
+
+def eval_indices(
+    seed: int,
+    update_index: int,
+    client: int,
+    train_indices: np.ndarray,
+    adapt_steps: int,
+    batch_size: int,
+) -> np.ndarray:
+    """Adaptation batches [A, B] for evaluating ``client`` at ``update_index`` (purpose "eval").
+
+    Drawn from TRAIN indices only: personalization never sees the client's test data.
+    """
+    generator = rng.generator(seed, "eval", update_index, client)
+    return draw_indices(generator, train_indices, adapt_steps, batch_size)
+
+
+def gather(x: Tensor, y: Tensor, indices: np.ndarray) -> tuple[Tensor, Tensor]:
+    """Features and labels at ``indices`` (any shape), gathered on the data's device."""
+    index = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)).to(x.device)
+    return x[index], y[index]

@@ -1,0 +1,203 @@
+"""Evaluation of a run's models on every client's TEST split.
+
+Per client (docs/design.md "Executor and evaluation"):
+
+- global accuracy / loss: the server model on the client's test data (NaN for ``local``, which
+  has no server model);
+- personalized accuracy: ``method.personalize(server model, A training batches)`` with
+  ``A = eval_adapt_steps`` batches of ``batch_size`` drawn by ``rng.generator(seed, "eval",
+  update, client)`` from the client's TRAIN data only (never its test data); for ``afl`` the
+  personalized model is the global one, for ``local`` it is the client's own model;
+- majority-class baseline: predict the client's most frequent TRAIN label (ties: the smallest
+  label) on its test data.
+
+Aggregates: ``_ca`` client-averaged (each client with test data counts once) and ``_sw``
+sample-weighted (total correct / total test samples). Clients are evaluated in stacks under
+``torch.func.vmap``, test sets padded to the longest and masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+from torch.nn import functional as F
+
+from persafl.batches import eval_indices, gather
+from persafl.methods import Method
+from persafl.models import LossFn, Params
+
+# Upper bound on the feature scalars one evaluation chunk gathers (64M floats = 256 MB).
+CHUNK_ELEMENTS = 1 << 26
+
+METRIC_COLUMNS = (
+    "global_acc_ca",
+    "global_acc_sw",
+    "global_loss_ca",
+    "personal_acc_ca",
+    "personal_acc_sw",
+    "majority_acc_ca",
+    "majority_acc_sw",
+)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation: aggregated metrics and per-client accuracies (arrays over clients)."""
+
+    metrics: dict[str, float]
+    global_acc: np.ndarray
+    personal_acc: np.ndarray
+    majority_acc: np.ndarray
+    finite: bool  # False if a loss was NaN/inf: the run has diverged
+
+
+def _aggregate(per_client: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
+    """(client-averaged, sample-weighted) mean of a per-client accuracy."""
+    has_test = counts > 0
+    if not has_test.any() or np.isnan(per_client[has_test]).all():
+        return float("nan"), float("nan")
+    ca = float(per_client[has_test].mean())
+    sw = float((per_client[has_test] * counts[has_test]).sum() / counts[has_test].sum())
+    return ca, sw
+
+
+class Evaluator:
+    """Evaluates server / per-client models; test indices and baselines are prepared once."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        method: Method,
+        hp: Mapping,
+        loss_fn: LossFn,
+        x: Tensor,
+        y: Tensor,
+        train: list[np.ndarray],
+        test: list[np.ndarray],
+        seed: int,
+    ) -> None:
+        self.model, self.method, self.hp, self.loss_fn = model, method, dict(hp), loss_fn
+        self.x, self.y, self.train, self.seed = x, y, train, seed
+        self.num_clients = len(test)
+        self.test_counts = np.array([len(t) for t in test], dtype=np.int64)
+        # Padded test indices [clients, T]: padding repeats a real index and is masked out.
+        longest = max(1, int(self.test_counts.max(initial=0)))
+        padded = np.zeros((self.num_clients, longest), dtype=np.int64)
+        for client, indices in enumerate(test):
+            if len(indices):
+                padded[client, : len(indices)] = indices
+                padded[client, len(indices) :] = indices[0]
+        self.test_index = padded
+        self.mask = torch.from_numpy(np.arange(longest)[None, :] < self.test_counts[:, None]).to(
+            x.device
+        )
+        features = int(np.prod(x.shape[1:]))
+        self.chunk = max(1, CHUNK_ELEMENTS // (longest * max(1, features)))
+        self.majority_acc = self._majority(y.cpu().numpy(), train, test)
+
+    @staticmethod
+    def _majority(
+        labels: np.ndarray, train: list[np.ndarray], test: list[np.ndarray]
+    ) -> np.ndarray:
+        acc = np.full(len(test), np.nan)
+        for client, (tr, te) in enumerate(zip(train, test, strict=True)):
+            if len(tr) and len(te):
+                # argmax returns the first maximum: ties go to the smallest label.
+                majority = int(np.bincount(labels[tr]).argmax())
+                acc[client] = float((labels[te] == majority).mean())
+        return acc
+
+    def _client_stats(self, params: Params, start: int, stop: int, stacked: bool) -> Tensor:
+        """Per-client (correct count, summed loss) [stop-start, 2] for clients start..stop-1."""
+        xt, yt = gather(self.x, self.y, self.test_index[start:stop])
+        mask = self.mask[start:stop].to(xt.dtype)
+
+        def one(p: Params, xc: Tensor, yc: Tensor, mc: Tensor) -> Tensor:
+            logits = functional_call(self.model, p, (xc,))
+            correct = (logits.argmax(dim=-1) == yc).to(mc.dtype)
+            losses = F.cross_entropy(logits, yc, reduction="none")
+            # sums, not means: the division happens in float64 (exact counts, clean ratios)
+            return torch.stack([(correct * mc).sum(), (losses * mc).sum()])
+
+        in_dims = (0 if stacked else None, 0, 0, 0)
+        return vmap(one, in_dims=in_dims)(params, xt, yt, mask)
+
+    def _stats(self, params: Params, stacked: bool) -> np.ndarray:
+        """Per-client (accuracy, loss) for all clients, in chunks of clients."""
+        out = []
+        for start in range(0, self.num_clients, self.chunk):
+            stop = min(start + self.chunk, self.num_clients)
+            chunk_params = {k: v[start:stop] for k, v in params.items()} if stacked else params
+            with torch.no_grad():
+                out.append(self._client_stats(chunk_params, start, stop, stacked))
+        return self._means(out)
+
+    def _means(self, sums: list[Tensor]) -> np.ndarray:
+        """(accuracy, mean loss) per client from chunks of (correct, loss sum); NaN if no test."""
+        stats = torch.cat(sums).double().cpu().numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return stats / self.test_counts[:, None]
+
+    def _personalized(self, server: Params, update_index: int) -> np.ndarray:
+        """Per-client (accuracy, loss) of ``personalize(server, train batches)``."""
+        adapt, batch = int(self.hp["eval_adapt_steps"]), int(self.hp["batch_size"])
+        out = []
+        for start in range(0, self.num_clients, self.chunk):
+            stop = min(start + self.chunk, self.num_clients)
+            indices = np.stack(
+                [
+                    eval_indices(self.seed, update_index, c, self.train[c], adapt, batch)
+                    for c in range(start, stop)
+                ]
+            )
+            xb, yb = gather(self.x, self.y, indices)
+            personal = vmap(self.method.personalize, in_dims=(None, 0, 0, None, None))(
+                server, xb, yb, self.hp, self.loss_fn
+            )
+            with torch.no_grad():
+                out.append(self._client_stats(personal, start, stop, stacked=True))
+        return self._means(out)
+
+    def evaluate(
+        self, update_index: int, server: Params | None, own: Params | None = None
+    ) -> Evaluation:
+        """Evaluate at ``update_index``: ``server`` params, or per-client ``own`` (local)."""
+        nan = np.full(self.num_clients, np.nan)
+        if server is not None:
+            global_stats = self._stats(server, stacked=False)
+            if self.method.personalized:
+                personal_stats = self._personalized(server, update_index)
+            else:
+                personal_stats = global_stats
+        else:
+            if own is None:
+                raise ValueError("evaluate needs server params or per-client params")
+            global_stats = np.stack([nan, nan], axis=1)
+            personal_stats = self._stats(own, stacked=True)
+        finite = bool(
+            np.isfinite(personal_stats[self.test_counts > 0, 1]).all()
+            and (server is None or np.isfinite(global_stats[self.test_counts > 0, 1]).all())
+        )
+        metrics: dict[str, float] = {}
+        metrics["global_acc_ca"], metrics["global_acc_sw"] = _aggregate(
+            global_stats[:, 0], self.test_counts
+        )
+        metrics["global_loss_ca"] = _aggregate(global_stats[:, 1], self.test_counts)[0]
+        metrics["personal_acc_ca"], metrics["personal_acc_sw"] = _aggregate(
+            personal_stats[:, 0], self.test_counts
+        )
+        metrics["majority_acc_ca"], metrics["majority_acc_sw"] = _aggregate(
+            self.majority_acc, self.test_counts
+        )
+        return Evaluation(
+            metrics=metrics,
+            global_acc=global_stats[:, 0],
+            personal_acc=personal_stats[:, 0],
+            majority_acc=self.majority_acc,
+            finite=finite,
+        )

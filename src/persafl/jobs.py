@@ -1,0 +1,146 @@
+"""Client jobs of a trace and the two ways of computing them (loop or ``vmap``).
+
+A job is one client's ``method.local_update`` in one server update: job ``(k, j)`` is slot ``j``
+of update ``k``. Jobs are numbered in trace order (update, then slot), which is also the order
+the executor consumes their results in; the backend only decides *when* and *how many at a
+time* they are computed, never what they compute: every job draws its batches from
+``rng.generator(seed, "batch", k, j)`` and starts from a model fixed by the trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.func import vmap
+
+from persafl.batches import gather, job_indices
+from persafl.methods import Method
+from persafl.models import LossFn, Params
+from persafl.schedule import Trace
+
+# Default cap on how many scalars (batch features + parameter copies) one vmap call handles;
+# larger sets of ready jobs are computed in chunks. 2^26 float32 = 256 MB of inputs.
+MEMORY_ELEMENTS = 1 << 26
+# Bound on the number of jobs computed ahead of time in one go (bounds stored results).
+MAX_AHEAD_JOBS = 4096
+
+
+@dataclass(frozen=True)
+class JobTable:
+    """Flat arrays over all jobs of a trace, in trace order."""
+
+    update: np.ndarray  # update index k of each job
+    slot: np.ndarray  # position j of the client within its update
+    client: np.ndarray
+    start: np.ndarray  # server version the client downloaded
+    first: np.ndarray  # first[k]: id of update k's first job; first[-1] = number of jobs
+
+    @classmethod
+    def from_trace(cls, trace: Trace) -> JobTable:
+        sizes = np.array([len(u.clients) for u in trace.updates], dtype=np.int64)
+        first = np.concatenate([[0], np.cumsum(sizes)])
+        update = np.repeat(np.arange(len(sizes)), sizes)
+        slot = np.arange(int(first[-1])) - first[update]
+        client = np.fromiter((c for u in trace.updates for c in u.clients), dtype=np.int64)
+        start = np.fromiter((s for u in trace.updates for s in u.start_versions), dtype=np.int64)
+        return cls(update, slot, client, start, first)
+
+    def __len__(self) -> int:
+        return int(self.first[-1])
+
+    def of_update(self, k: int) -> range:
+        return range(int(self.first[k]), int(self.first[k + 1]))
+
+    def last_use(self) -> dict[int, int]:
+        """For each start version, the last update index that has a job starting from it."""
+        out: dict[int, int] = {}
+        for version, k in zip(self.start.tolist(), self.update.tolist(), strict=True):
+            out[version] = k  # updates are in increasing order: the last write wins
+        return out
+
+
+class JobRunner:
+    """Computes jobs: draws their batches and runs ``local_update`` one by one or stacked."""
+
+    def __init__(
+        self,
+        method: Method,
+        hp: Mapping,
+        loss_fn: LossFn,
+        x: Tensor,
+        y: Tensor,
+        train: list[np.ndarray],
+        jobs: JobTable,
+        seed: int,
+        memory_elements: int = MEMORY_ELEMENTS,
+    ) -> None:
+        self.method, self.hp, self.loss_fn = method, dict(hp), loss_fn
+        self.x, self.y, self.train, self.jobs, self.seed = x, y, train, jobs, seed
+        self.steps = int(hp["local_steps"])
+        self.batch_size = int(hp["batch_size"])
+        self.memory_elements = memory_elements
+        self._vmapped = vmap(method.local_update, in_dims=(0, 0, 0, None, None))
+
+    def indices(self, job: int) -> np.ndarray:
+        """Data-set indices [Q, S, B] of ``job``'s batches."""
+        return job_indices(
+            self.seed,
+            int(self.jobs.update[job]),
+            int(self.jobs.slot[job]),
+            self.train[int(self.jobs.client[job])],
+            self.steps,
+            self.method.batches_per_step,
+            self.batch_size,
+        )
+
+    def one(self, job: int, start: Params) -> Params:
+        """The reference: ``local_update`` of a single job."""
+        xb, yb = gather(self.x, self.y, self.indices(job))
+        return self.method.local_update(start, xb, yb, self.hp, self.loss_fn)
+
+    def chunk_size(self, params: Params) -> int:
+        """Jobs per vmap call so that one call stays within ``memory_elements`` scalars."""
+        features = int(np.prod(self.x.shape[1:]))
+        batch = self.steps * self.method.batches_per_step * self.batch_size * (features + 1)
+        # parameter copies alive at once in a local step (start, current, grads, temporaries)
+        weights = 8 * sum(int(v.numel()) for v in params.values())
+        return max(1, self.memory_elements // (batch + weights))
+
+    def ahead_limit(self, params: Params) -> int:
+        """Most jobs computed in one go: results stay alive until consumed, so bound them."""
+        weights = sum(int(v.numel()) for v in params.values())
+        return max(1, min(MAX_AHEAD_JOBS, 4 * self.memory_elements // max(1, weights)))
+
+    def stacked(self, job_ids: list[int], starts: Params) -> Params:
+        """``local_update`` of many jobs at once; ``starts`` stacked along dim 0 in job order."""
+        size = self.chunk_size({k: v[0] for k, v in starts.items()})
+        outputs: list[Params] = []
+        for offset in range(0, len(job_ids), size):
+            chunk = job_ids[offset : offset + size]
+            indices = np.stack([self.indices(j) for j in chunk])
+            xb, yb = gather(self.x, self.y, indices)
+            start = {k: v[offset : offset + len(chunk)] for k, v in starts.items()}
+            outputs.append(self._vmapped(start, xb, yb, self.hp, self.loss_fn))
+        if len(outputs) == 1:
+            return outputs[0]
+        return {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
+
+
+def finite_rows(params: Params) -> Tensor:
+    """Bool [J]: whether each stacked parameter set is entirely finite."""
+    flags = [torch.isfinite(v.reshape(v.shape[0], -1)).all(dim=1) for v in params.values()]
+    return torch.stack(flags).all(dim=0)
+
+
+def stack(params: list[Params]) -> Params:
+    """Stack parameter dicts along a new leading dimension."""
+    return {k: torch.stack([p[k] for p in params]) for k in params[0]}
+
+
+def unstack(params: Params, count: int) -> list[Params]:
+    """Split stacked parameters into ``count`` dicts (views, no copies)."""
+    return [{k: v[i] for k, v in params.items()} for i in range(count)]

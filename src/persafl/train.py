@@ -1,0 +1,227 @@
+"""One training run: ``python -m persafl.train --config run.yaml --out DIR [--partition FILE]``.
+
+Builds the data set, the partition (from the config, or the saved ``--partition`` file the
+workflow passes), the model, the method and the schedule trace, replays the trace
+(:mod:`persafl.executor`) and writes into ``DIR`` atomically (docs/design.md "File formats"):
+``metrics.csv``, ``clients.csv`` and, last, ``summary.json``. An existing ``summary.json`` is
+removed when the run starts, so its presence always marks a complete run of this config.
+
+A diverged run (non-finite parameters or loss) is a result: its files are written with status
+``diverged`` and a message, and the exit code is 0. Bad configs and data problems exit with 1
+and a message naming what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from persafl import __version__
+from persafl.config import ConfigError, load_run_config
+from persafl.evaluate import METRIC_COLUMNS
+from persafl.executor import ROW_PREFIX, RunResult
+from persafl.io import atomic_write_csv, atomic_write_json
+
+log = logging.getLogger("persafl.train")
+
+METRICS_COLUMNS = (*ROW_PREFIX, *METRIC_COLUMNS)
+CLIENT_COLUMNS = ("client", "n_train", "n_test", "global_acc", "personal_acc", "majority_acc")
+
+
+def git_commit() -> str:
+    """The commit of the source tree (``git rev-parse HEAD``), or ``"unknown"``."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def pick_device(requested: str) -> str:
+    """``auto``: cuda if available, else cpu; ``cuda`` without a GPU is an error."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config key 'device': got 'cuda', but no CUDA device is available")
+    return requested
+
+
+def _client_rows(partition: Any, result: RunResult) -> list[dict[str, Any]]:
+    last = result.last
+    rows = []
+    for client, (train, test) in enumerate(zip(partition.train, partition.test, strict=True)):
+        rows.append(
+            {
+                "client": client,
+                "n_train": len(train),
+                "n_test": len(test),
+                "global_acc": float(last.global_acc[client]) if last else float("nan"),
+                "personal_acc": float(last.personal_acc[client]) if last else float("nan"),
+                "majority_acc": float(last.majority_acc[client]) if last else float("nan"),
+            }
+        )
+    return rows
+
+
+def train(
+    config: dict[str, Any], out: Path, partition_file: Path | None = None, progress: bool = False
+) -> RunResult:
+    """Run the resolved ``config`` and write its outputs into ``out``."""
+    import torch
+
+    from persafl import methods
+    from persafl.data import load_dataset
+    from persafl.executor import run
+    from persafl.models import build_model
+    from persafl.partition import load_partition, partition_dataset
+    from persafl.schedule import ScheduleConfig, make_trace
+
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").unlink(missing_ok=True)  # not complete until written again
+    seed = config["seed"]
+    device = pick_device(config["device"])
+    data_cfg, part_cfg, model_cfg = config["dataset"], config["partition"], config["model"]
+    data = load_dataset(data_cfg["name"], data_cfg["root"], **data_cfg["params"])
+    if partition_file is not None:
+        partition = load_partition(partition_file)
+        top = max((int(t.max()) for t in [*partition.train, *partition.test] if len(t)), default=0)
+        if top >= len(data.y):
+            raise ConfigError(
+                f"partition {partition_file} indexes sample {top}, but data set "
+                f"{data.name!r} has {len(data.y)} samples: it was made for other data"
+            )
+    else:
+        num_clients = part_cfg["num_clients"]
+        if num_clients is None:
+            if data.groups is None:
+                raise ConfigError(
+                    "config key 'partition.num_clients': got None, but data set "
+                    f"{data.name!r} has no natural clients; expected an integer >= 1"
+                )
+            num_clients = len(np.unique(data.groups))
+        partition = partition_dataset(
+            data.y.numpy(),
+            data.groups,
+            part_cfg["scheme"],
+            num_clients,
+            seed,
+            test_fraction=part_cfg["test_fraction"],
+            **part_cfg["params"],
+        )
+    model = build_model(
+        model_cfg["name"], data.x.shape[1:], data.num_classes, **model_cfg["params"]
+    )
+    method = methods.get(config["method"]["name"])
+    schedule = ScheduleConfig.from_dict(config["schedule"])
+    trace = make_trace(schedule, len(partition.train), seed)
+
+    def report(row: dict[str, Any]) -> None:
+        log.info(
+            "update %d/%d  global_acc_ca=%.4f  personal_acc_ca=%.4f  grad_evals=%d",
+            row["update"],
+            trace.num_updates,
+            row["global_acc_ca"],
+            row["personal_acc_ca"],
+            row["grad_evals"],
+        )
+
+    result = run(
+        trace,
+        method,
+        config["method"]["hp"],
+        model,
+        data,
+        partition,
+        seed,
+        backend=config["backend"],
+        eval_every=config["eval"]["every"],
+        callback=report,
+        device=device,
+        progress=progress,
+    )
+    if result.status != "completed":
+        log.warning("run %s: %s", result.status, result.message)
+    atomic_write_csv(out / "metrics.csv", result.rows, METRICS_COLUMNS)
+    atomic_write_csv(out / "clients.csv", _client_rows(partition, result), CLIENT_COLUMNS)
+    summary = {
+        "status": result.status,
+        "message": result.message,
+        "config": config,
+        "seed": seed,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "persafl": __version__,
+        },
+        "device": device,
+        "git_commit": git_commit(),
+        "wall_seconds": time.perf_counter() - started,
+        "final": result.rows[-1] if result.rows else {},
+        "trace": trace.summary(),
+        "updates_applied": result.updates_applied,
+    }
+    atomic_write_json(out / "summary.json", summary)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit code (0 also for a diverged run)."""
+    parser = argparse.ArgumentParser(prog="python -m persafl.train", description=__doc__)
+    parser.add_argument("--config", required=True, type=Path, help="run config (YAML)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--partition", type=Path, help="saved partition .npz to use")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ["PERSAFL_THREADS"]) if "PERSAFL_THREADS" in os.environ else None,
+        help="torch CPU threads (default: $PERSAFL_THREADS, else torch's default)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    # Deterministic cuBLAS needs this before CUDA starts (harmless on CPU).
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    import torch
+
+    # warn_only: an op without a deterministic kernel warns instead of failing the run.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads: got {args.threads}, expected an integer >= 1")
+        torch.set_num_threads(args.threads)
+    from persafl.data import DataError
+
+    try:
+        config = load_run_config(args.config)
+        result = train(config, args.out, args.partition, progress=sys.stderr.isatty())
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:  # parameters checked by the data/partition/model builders
+        print(f"error: {args.config}: {err}", file=sys.stderr)
+        return 1
+    log.info("%s: %s -> %s", result.status, args.config, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
