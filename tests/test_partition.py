@@ -14,12 +14,11 @@ from persafl.data import DataError
 from persafl.partition import (
     Partition,
     class_counts,
-    load_partition,
     main,
     partition_dataset,
-    save_partition,
     stratified_split,
 )
+from persafl.partition_io import load_partition, save_partition
 from persafl.rng import generator
 
 NUM_CLASSES = 10

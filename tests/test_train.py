@@ -14,7 +14,8 @@ import yaml
 
 from persafl.config import load_run_config
 from persafl.data import load_dataset
-from persafl.partition import partition_dataset, save_partition
+from persafl.partition import partition_dataset
+from persafl.partition_io import save_partition
 from persafl.train import CLIENT_COLUMNS, METRICS_COLUMNS, main
 
 DATA_PARAMS = {"alpha": 0.5, "beta": 0.5, "num_clients": 6, "max_client_samples": 100}

@@ -20,8 +20,8 @@ The split then sends, per client and class, round(test_fraction * n) samples in 
 each class within one sample of its exact share (largest remainders), so a client's test labels
 follow its train labels.
 
-Files: :func:`save_partition` writes ``<name>.npz`` (ragged index arrays as concatenation +
-offsets, no pickles) and ``<name>.json`` (scheme, params, samples and classes per client).
+Files (:mod:`persafl.partition_io`): ``save_partition`` writes ``<name>.npz`` and
+``<name>.json`` (scheme, params, samples and classes per client).
 CLI: ``python -m persafl.partition --config run.yaml --out partition.npz`` also writes
 ``partition_counts.csv`` (``client, class_0, ..., class_{C-1}``); every file atomically.
 """
@@ -29,11 +29,7 @@ CLI: ``python -m persafl.partition --config run.yaml --out partition.npz`` also 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,99 +261,31 @@ def class_counts(partition: Partition, labels: np.ndarray) -> np.ndarray:
     )
 
 
-def _ragged(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(concatenation, offsets) of a list of int arrays, offsets[i]:offsets[i+1] = arrays[i]."""
-    offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int64)
-    flat = np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, np.int64)
-    return flat, offsets
+def build_partition(config: dict[str, Any], data: Any) -> Partition:
+    """The partition a resolved run config asks for (its ``partition`` section and ``seed``).
 
-
-def _write_atomic(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Write through ``write(handle)`` into a temp file beside ``path``, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A per-process name (not mkstemp, whose files are 0600): the result gets the umask's mode.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, mode) as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def partition_stats(partition: Partition, labels: np.ndarray | None = None) -> dict:
-    """The JSON summary: scheme, params, samples (and classes, given labels) per client."""
-    stats: dict[str, Any] = {
-        "scheme": partition.scheme,
-        "params": partition.params,
-        "num_clients": partition.num_clients,
-        "num_classes": partition.num_classes,
-        "train_samples": [len(a) for a in partition.train],
-        "test_samples": [len(a) for a in partition.test],
-    }
-    if labels is not None:
-        stats["classes_per_client"] = (class_counts(partition, labels) > 0).sum(1).tolist()
-    return stats
-
-
-def save_partition(
-    partition: Partition, path: str | Path, labels: np.ndarray | None = None
-) -> None:
-    """Write ``path`` (.npz) and the stats JSON beside it (``path`` with suffix .json)."""
-    path = Path(path)
-    train, train_offsets = _ragged(partition.train)
-    test, test_offsets = _ragged(partition.test)
-    arrays = {
-        "train": train,
-        "train_offsets": train_offsets,
-        "test": test,
-        "test_offsets": test_offsets,
-        "num_classes": np.int64(partition.num_classes),
-        "scheme": np.str_(partition.scheme),
-        "params": np.str_(json.dumps(partition.params)),
-    }
-    _write_atomic(path, lambda h: np.savez(h, **arrays), mode="wb")
-    stats = json.dumps(partition_stats(partition, labels), indent=2)
-    _write_atomic(path.with_suffix(".json"), lambda h: h.write(stats + "\n"))
-
-
-def load_partition(path: str | Path) -> Partition:
-    """Read a partition written by :func:`save_partition`; a missing or corrupt file raises a
-    :class:`DataError` naming it."""
-    path = Path(path)
-    remedy = "Re-create it with `python -m persafl.partition --config RUN.yaml --out FILE`."
-    if not path.is_file():
-        raise DataError(f"{path}: partition file not found. {remedy}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-
-        def split(key: str) -> list[np.ndarray]:
-            flat, offsets = arrays[key], arrays[f"{key}_offsets"]
-            if offsets[0] != 0 or offsets[-1] != len(flat) or np.any(np.diff(offsets) < 0):
-                raise ValueError(f"offsets of '{key}' do not match its {len(flat)} indices")
-            return [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-
-        train, test = split("train"), split("test")
-        if len(train) != len(test):
-            raise ValueError(f"{len(train)} train but {len(test)} test clients")
-        return Partition(
-            train=train,
-            test=test,
-            num_classes=int(arrays["num_classes"]),
-            scheme=str(arrays["scheme"]),
-            params=json.loads(str(arrays["params"])),
-        )
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
-        raise DataError(f"{path}: not a valid partition file ({err}). {remedy}") from err
-
-
-def write_counts_csv(counts: np.ndarray, path: str | Path) -> None:
-    """``client, class_0, ..., class_{C-1}``: one row per client (for the heat map)."""
-    header = ",".join(["client"] + [f"class_{c}" for c in range(counts.shape[1])])
-    rows = [",".join(str(v) for v in [i, *row]) for i, row in enumerate(counts.tolist())]
-    _write_atomic(Path(path), lambda h: h.write("\n".join([header, *rows]) + "\n"))
+    ``partition.num_clients: null`` means the data set's natural client count. Shared by the
+    partition CLI and :mod:`persafl.train`, so both build the same partition from one config.
+    """
+    part_cfg = config["partition"]
+    num_clients = part_cfg["num_clients"]
+    if num_clients is None:
+        if data.groups is None:
+            raise ValueError(
+                f"num_clients is unset, but data set {data.name!r} has no natural clients; "
+                f"set partition.num_clients to an integer >= 1"
+            )
+        num_clients = len(np.unique(data.groups))
+    return partition_dataset(
+        data.y.numpy(),
+        data.groups,
+        part_cfg["scheme"],
+        num_clients,
+        config["seed"],
+        test_fraction=part_cfg["test_fraction"],
+        num_classes=data.num_classes,
+        **part_cfg["params"],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -368,32 +296,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from persafl.config import ConfigError, load_run_config
     from persafl.data import load_dataset
+    from persafl.partition_io import save_partition, write_counts_csv
 
     try:
         config = load_run_config(args.config)
-        data_cfg, part_cfg = config["dataset"], config["partition"]
+        data_cfg = config["dataset"]
         section = "dataset"  # which config section a ValueError below is about
         data = load_dataset(data_cfg["name"], data_cfg["root"], **data_cfg["params"])
         labels = data.y.numpy()
         section = "partition"
-        num_clients = part_cfg["num_clients"]
-        if num_clients is None:  # config's default: the data set's natural client count
-            if data.groups is None:
-                raise ValueError(
-                    f"num_clients is unset, but data set {data.name!r} has no natural clients; "
-                    f"set partition.num_clients to an integer >= 1"
-                )
-            num_clients = len(np.unique(data.groups))
-        partition = partition_dataset(
-            labels,
-            data.groups,
-            part_cfg["scheme"],
-            num_clients,
-            config["seed"],
-            test_fraction=part_cfg["test_fraction"],
-            num_classes=data.num_classes,
-            **part_cfg["params"],
-        )
+        partition = build_partition(config, data)
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -13,7 +13,8 @@ Models (PersA-FL, "Asynchrony with bounded staleness"):
   (:mod:`persafl.speeds`); events in order of finish time, ties by client id. Arrivals fill a
   buffer of ``buffer_size`` K; a full buffer is one update, and its clients then download the
   new version and start again. A too-stale arrival is either discarded (policy ``drop``) or
-  prevented by admission control (policy ``wait``, see :func:`persafl.schedule_clock.clock_wait_trace`).
+  prevented by admission control (policy ``wait``, see
+  :func:`persafl.schedule_clock.clock_wait_trace`).
 - ``barrier``: synchronous rounds (FedAvg / Per-FedAvg / pFedMe reference): every selected
   client starts at version t, the round lasts as long as its slowest client.
 

@@ -91,7 +91,8 @@ def train(
     from persafl.data import load_dataset
     from persafl.executor import run
     from persafl.models import build_model
-    from persafl.partition import load_partition, partition_dataset
+    from persafl.partition import build_partition
+    from persafl.partition_io import load_partition
     from persafl.schedule import ScheduleConfig, make_trace
 
     started = time.perf_counter()
@@ -99,7 +100,7 @@ def train(
     (out / "summary.json").unlink(missing_ok=True)  # not complete until written again
     seed = config["seed"]
     device = pick_device(config["device"])
-    data_cfg, part_cfg, model_cfg = config["dataset"], config["partition"], config["model"]
+    data_cfg, model_cfg = config["dataset"], config["model"]
     data = load_dataset(data_cfg["name"], data_cfg["root"], **data_cfg["params"])
     if partition_file is not None:
         partition = load_partition(partition_file)
@@ -110,23 +111,10 @@ def train(
                 f"{data.name!r} has {len(data.y)} samples: it was made for other data"
             )
     else:
-        num_clients = part_cfg["num_clients"]
-        if num_clients is None:
-            if data.groups is None:
-                raise ConfigError(
-                    "config key 'partition.num_clients': got None, but data set "
-                    f"{data.name!r} has no natural clients; expected an integer >= 1"
-                )
-            num_clients = len(np.unique(data.groups))
-        partition = partition_dataset(
-            data.y.numpy(),
-            data.groups,
-            part_cfg["scheme"],
-            num_clients,
-            seed,
-            test_fraction=part_cfg["test_fraction"],
-            **part_cfg["params"],
-        )
+        try:
+            partition = build_partition(config, data)
+        except ValueError as err:
+            raise ConfigError(f"config section 'partition': {err}") from err
     model = build_model(
         model_cfg["name"], data.x.shape[1:], data.num_classes, **model_cfg["params"]
     )
