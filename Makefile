@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 CORES ?= 2
 BIN := $(VENV)/bin
+# the workflow's rules call `python -m persafl...`: the venv's python must come first
+export PATH := $(abspath $(BIN)):$(PATH)
 STAMP := $(VENV)/.installed
 
 .PHONY: reproduce test lint paper benchmark clean
@@ -16,14 +18,14 @@ $(STAMP): pyproject.toml requirements-lock.txt
 	touch $(STAMP)
 
 reproduce: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --configfile config/synthetic.yaml
+	snakemake --cores $(CORES) --configfile config/synthetic.yaml
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest -q -rs
 
 paper: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES)
+	snakemake --cores $(CORES)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_clients.py

@@ -1,0 +1,390 @@
+"""The sweep config (config/*.yaml) and its expansion into per-run configs.
+
+A sweep is data sets x partitions x methods x staleness bounds x seeds; ``local`` ignores
+staleness and runs at bound 0 only. The functions here are pure (dict in, dict/list out) so that
+the workflow (workflow/rules/common.smk) and the tests call the same code; the CLI writes one run
+config for the workflow's light ``run_config`` rule::
+
+    python -m persafl.sweep run-config --config config/test.yaml --dataset synthetic \
+        --partition natural --method afl --tau 4 --seed 0 --out run.yaml
+    python -m persafl.sweep partition-config --config config/test.yaml --dataset synthetic \
+        --partition natural --seed 0 --out partition.yaml
+    python -m persafl.sweep list --config config/test.yaml          # one run directory a line
+    python -m persafl.sweep manifest --config config/test.yaml --out manifest.json FIGURE...
+
+The sweep config is validated against workflow/schemas/config.schema.yaml, filling in the
+schema's defaults exactly as ``snakemake.utils.validate`` does, so the CLI and the workflow see
+the same resolved config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import yaml
+
+__all__ = [
+    "RunKey",
+    "SweepError",
+    "check_sweep",
+    "config_hash",
+    "datasets",
+    "load_sweep_config",
+    "partition_dir",
+    "partition_keys",
+    "partition_run_config",
+    "run_config",
+    "run_dir",
+    "run_keys",
+]
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+LOCAL = "local"  # the method that ignores staleness: run at bound 0 only
+# Datasets fetched into data_root before training (synthetic is generated in memory).
+FETCHED = ("mnist", "fashion_mnist", "cifar10")
+
+
+class SweepError(ValueError):
+    """A sweep config that is valid for the schema but inconsistent; the message says why."""
+
+
+class RunKey(NamedTuple):
+    """Identity of one training run (also its result path)."""
+
+    dataset: str
+    partition: str
+    method: str
+    tau: int
+    seed: int
+
+
+# ---- loading and validation -------------------------------------------------------------
+
+
+def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated recursively with ``update`` (snakemake's config merge); a new dict."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def validate(cfg: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str, Any]:
+    """Validate ``cfg`` in place against the schema and fill in its defaults (as snakemake).
+
+    Raises :class:`SweepError` naming the key path, the value and the schema's complaint.
+    """
+    import jsonschema
+    from jsonschema import validators
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    base = validators.validator_for(schema)
+    validate_properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, subschema):
+        for name, prop in properties.items():
+            if "default" in prop and isinstance(instance, dict):
+                instance.setdefault(name, copy.deepcopy(prop["default"]))
+        yield from validate_properties(validator, properties, instance, subschema)
+
+    filler = validators.extend(base, {"properties": set_defaults})
+    try:
+        filler(schema).validate(cfg)
+    except jsonschema.ValidationError as err:
+        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise SweepError(f"sweep config key '{where}': {err.message}") from None
+    check_sweep(cfg)
+    return cfg
+
+
+def load_sweep_config(
+    paths: Sequence[str | Path],
+    overrides: Mapping[str, Any] | None = None,
+    schema_path: str | Path = SCHEMA,
+) -> dict[str, Any]:
+    """Merge the YAML files in order (later wins), then ``overrides``; validate; return."""
+    cfg: dict[str, Any] = {}
+    for path in paths:
+        text = Path(path).read_text()
+        loaded = yaml.safe_load(text) or {}
+        if not isinstance(loaded, dict):
+            raise SweepError(f"{path}: expected a mapping at the top level, got {loaded!r}")
+        cfg = deep_merge(cfg, loaded)
+    cfg = deep_merge(cfg, overrides or {})
+    return validate(cfg, schema_path)
+
+
+def check_sweep(cfg: Mapping[str, Any]) -> None:
+    """Consistency checks the schema cannot express."""
+    if not datasets(cfg):
+        raise SweepError(
+            "sweep config: no data set is enabled; set datasets.<name>.enabled: true for one"
+        )
+    tau = cfg["figures"]["accuracy_tau"]
+    if tau not in cfg["staleness_bounds"]:
+        raise SweepError(
+            f"sweep config key 'figures.accuracy_tau': got {tau}, expected one of "
+            f"staleness_bounds {cfg['staleness_bounds']}"
+        )
+    for name in datasets(cfg):
+        for pname in cfg["datasets"][name]["partitions"]:
+            if "~" in pname or "/" in pname:
+                raise SweepError(
+                    f"sweep config key 'datasets.{name}.partitions.{pname}': "
+                    "partition names may not contain '~' or '/'"
+                )
+
+
+# ---- the grid ------------------------------------------------------------------------------
+
+
+def datasets(cfg: Mapping[str, Any]) -> list[str]:
+    """Enabled data sets, in config order."""
+    return [name for name, ds in cfg.get("datasets", {}).items() if ds.get("enabled", True)]
+
+
+def taus_of(cfg: Mapping[str, Any], method: str) -> list[int]:
+    """Staleness bounds a method runs at: all of them, or [0] for ``local``."""
+    return [0] if method == LOCAL else list(cfg["staleness_bounds"])
+
+
+def run_keys(
+    cfg: Mapping[str, Any], dataset: str | None = None, tau: int | None = None
+) -> list[RunKey]:
+    """Every training run of the sweep (optionally of one data set / one staleness bound;
+    ``local`` is part of every bound's selection since it has no staleness)."""
+    keys = []
+    for name in datasets(cfg):
+        if dataset is not None and name != dataset:
+            continue
+        for partition in cfg["datasets"][name]["partitions"]:
+            for method in cfg["methods"]:
+                for t in taus_of(cfg, method):
+                    if tau is not None and method != LOCAL and t != tau:
+                        continue
+                    for seed in cfg["seeds"]:
+                        keys.append(RunKey(name, partition, method, t, seed))
+    return keys
+
+
+def partition_keys(
+    cfg: Mapping[str, Any], dataset: str | None = None
+) -> list[tuple[str, str, int]]:
+    """(dataset, partition, seed) of every partition the sweep trains on."""
+    return sorted(
+        {(k.dataset, k.partition, k.seed) for k in run_keys(cfg, dataset)},
+        key=lambda k: (datasets(cfg).index(k[0]), k[1], k[2]),
+    )
+
+
+def run_dir(key: RunKey, root: str = "results/runs") -> str:
+    """``results/runs/dataset~D/partition~P/method~M/tau~T/seed~S``."""
+    return (
+        f"{root}/dataset~{key.dataset}/partition~{key.partition}/method~{key.method}"
+        f"/tau~{key.tau}/seed~{key.seed}"
+    )
+
+
+def partition_dir(dataset: str, partition: str, seed: int, root: str = "results/partitions") -> str:
+    """``results/partitions/dataset~D/partition~P/seed~S``."""
+    return f"{root}/dataset~{dataset}/partition~{partition}/seed~{seed}"
+
+
+# ---- run configs ---------------------------------------------------------------------------
+
+
+def _dataset_section(cfg: Mapping[str, Any], dataset: str, partition: str) -> dict[str, Any]:
+    if dataset not in datasets(cfg):
+        raise SweepError(
+            f"data set {dataset!r} is not enabled in the sweep; enabled: {datasets(cfg)}"
+        )
+    ds = cfg["datasets"][dataset]
+    if partition not in ds["partitions"]:
+        raise SweepError(
+            f"partition {partition!r} is not configured for {dataset!r}; "
+            f"configured: {sorted(ds['partitions'])}"
+        )
+    return ds
+
+
+def partition_run_config(cfg: Mapping[str, Any], dataset: str, partition: str, seed: int) -> dict:
+    """A run config holding only what the partition depends on (data set, partition, seed).
+
+    Method and schedule keep their run-config defaults, so a change of hyperparameters or of
+    the method list does not rewrite it (and does not re-partition or retrain everything).
+    """
+    ds = _dataset_section(cfg, dataset, partition)
+    part = ds["partitions"][partition]
+    return {
+        "seed": int(seed),
+        "dataset": {"name": dataset, "root": cfg["data_root"], "params": dict(ds["params"])},
+        "partition": {
+            "scheme": part["scheme"],
+            "num_clients": part["num_clients"],
+            "test_fraction": part["test_fraction"],
+            "params": dict(part["params"]),
+        },
+        # constant: a valid run config needs a schedule; the partition does not read it
+        "schedule": {"model": "delay", "staleness_bound": 0, "num_updates": 1},
+    }
+
+
+def run_config(
+    cfg: Mapping[str, Any], dataset: str, partition: str, method: str, tau: int, seed: int
+) -> dict:
+    """The run config (docs/design.md "Run config") of one run of the sweep.
+
+    ``method.hp`` is the data set's ``hp`` updated with its ``method_hp[method]``; unset names
+    take the method's defaults in persafl.config.
+    """
+    if method not in cfg["methods"]:
+        raise SweepError(f"method {method!r} is not in the sweep; methods: {cfg['methods']}")
+    if tau not in taus_of(cfg, method):
+        raise SweepError(
+            f"staleness bound {tau} is not in the sweep for {method!r}; "
+            f"bounds: {taus_of(cfg, method)}"
+        )
+    ds = _dataset_section(cfg, dataset, partition)
+    base = partition_run_config(cfg, dataset, partition, seed)
+    hp = {**ds["hp"], **ds["method_hp"].get(method, {})}
+    schedule = copy.deepcopy(dict(cfg["schedule"]))
+    schedule.update({"staleness_bound": int(tau), "num_updates": ds["num_updates"]})
+    return {
+        **base,
+        "model": copy.deepcopy(dict(ds["model"])),
+        "method": {"name": method, "hp": hp},
+        "schedule": schedule,
+        "eval": {"every": ds["eval_every"]},
+        "backend": cfg["backend"],
+        "device": cfg["device"],
+    }
+
+
+def config_hash(cfg: Mapping[str, Any]) -> str:
+    """First 16 hex digits of the sha256 of the resolved sweep config (canonical JSON)."""
+    text = json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def git_commit(repo: str | Path) -> str:
+    """HEAD of the git repository at ``repo`` (``+dirty`` if modified), or ``unknown``."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    try:
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        dirty = False
+    return commit + ("+dirty" if dirty else "")
+
+
+def manifest(cfg: Mapping[str, Any], files: Sequence[str | Path], repo: str | Path) -> dict:
+    """What produced the paper figures: files (with sha256), config hash, commit."""
+    entries = []
+    for path in files:
+        data = Path(path).read_bytes()
+        entries.append(
+            {
+                "file": Path(path).name,
+                "path": str(path),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "bytes": len(data),
+            }
+        )
+    return {
+        "config_hash": config_hash(cfg),
+        "git_commit": git_commit(repo),
+        "datasets": datasets(cfg),
+        "methods": list(cfg["methods"]),
+        "staleness_bounds": list(cfg["staleness_bounds"]),
+        "seeds": list(cfg["seeds"]),
+        "figures": entries,
+    }
+
+
+# ---- CLI -------------------------------------------------------------------------------------
+
+
+def _write(obj: Any, out: str, as_json: bool = False) -> None:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    text = json.dumps(obj, indent=2) + "\n" if as_json else yaml.safe_dump(obj, sort_keys=False)
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m persafl.sweep", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        action="append",
+        required=True,
+        help="sweep config YAML (repeat to merge, later wins)",
+    )
+    common.add_argument(
+        "--override",
+        default="{}",
+        help="JSON mapping merged over the files (snakemake --config values)",
+    )
+    common.add_argument("--schema", default=str(SCHEMA), help="JSON schema of the sweep config")
+    run = sub.add_parser("run-config", parents=[common], help="write one run's config")
+    for name in ("--dataset", "--partition", "--method"):
+        run.add_argument(name, required=True)
+    run.add_argument("--tau", type=int, required=True)
+    run.add_argument("--seed", type=int, required=True)
+    run.add_argument("--out", required=True)
+    part = sub.add_parser("partition-config", parents=[common], help="write a partition's config")
+    part.add_argument("--dataset", required=True)
+    part.add_argument("--partition", required=True)
+    part.add_argument("--seed", type=int, required=True)
+    part.add_argument("--out", required=True)
+    sub.add_parser("list", parents=[common], help="print the run directories")
+    man = sub.add_parser("manifest", parents=[common], help="write paper_figures/manifest.json")
+    man.add_argument("--out", required=True)
+    man.add_argument("--repo", default=".", help="git repository whose commit is recorded")
+    man.add_argument("files", nargs="*")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_sweep_config(args.config, json.loads(args.override), args.schema)
+        if args.command == "run-config":
+            _write(
+                run_config(cfg, args.dataset, args.partition, args.method, args.tau, args.seed),
+                args.out,
+            )
+        elif args.command == "partition-config":
+            _write(partition_run_config(cfg, args.dataset, args.partition, args.seed), args.out)
+        elif args.command == "list":
+            print("\n".join(run_dir(k) for k in run_keys(cfg)))
+        else:
+            _write(manifest(cfg, args.files, args.repo), args.out, as_json=True)
+    except (SweepError, OSError, yaml.YAMLError, json.JSONDecodeError) as err:
+        print(f"persafl.sweep: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

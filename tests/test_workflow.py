@@ -1,0 +1,293 @@
+"""The Snakemake workflow: lint, dry runs, schema errors, an interrupted-then-resumed tiny
+real run (no mocks), the report, and (marked slurm) the same run through SLURM.
+
+Every run happens in a temporary --directory, so the repository's results/ stay clean.
+CI: ``pytest -m slow tests/test_workflow.py`` (and ``-m slurm`` after .ci/slurm-up.sh).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from persafl import sweep
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIG = REPO / "config" / "test.yaml"
+pytestmark = pytest.mark.slow
+
+
+def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *args,
+    ]
+
+
+def env() -> dict[str, str]:
+    # the rules call `python -m persafl...`: the interpreter running the tests must be first
+    e = dict(os.environ)
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    return e
+
+
+def run(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        snakemake_cmd(workdir, *args),
+        cwd=REPO,
+        env=env(),
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Job counts from the 'Job stats' table of a dry run."""
+    counts: dict[str, int] = {}
+    for line in output.splitlines():
+        m = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if m and m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def dry_run(workdir: Path, *args: str) -> dict[str, int]:
+    res = run(workdir, "-n", "--quiet=rules", *args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return job_counts(res.stdout + res.stderr)
+
+
+def test_lint_is_clean(tmp_path):
+    res = run(tmp_path, "--lint")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_dry_run_of_paper_config_lists_the_full_sweep(tmp_path):
+    counts = dry_run(tmp_path, "--configfile", str(REPO / "config" / "config.yaml"))
+    cfg = sweep.load_sweep_config([REPO / "config" / "config.yaml"])
+    # synthetic, mnist, fashion_mnist x one partition x (4 methods x 4 bounds + local) x 5 seeds
+    assert counts["train"] == 3 * 1 * (4 * 4 + 1) * 5 == len(sweep.run_keys(cfg))
+    assert counts["partition"] == 3 * 5
+    assert counts["fetch_data"] == 2  # mnist and fashion_mnist; synthetic is generated
+
+
+def test_default_config_is_the_paper_config(tmp_path):
+    counts = dry_run(tmp_path)
+    assert counts["train"] == 255
+
+
+def test_partition_figure_needs_no_training(tmp_path):
+    counts = dry_run(
+        tmp_path, "paper_figures/fig_partition_synthetic.pdf", "--configfile", str(TEST_CONFIG)
+    )
+    assert "train" not in counts
+    assert counts["partition"] == 1
+
+
+def test_accuracy_figure_trains_only_its_bound(tmp_path):
+    counts = dry_run(
+        tmp_path, "paper_figures/fig_accuracy_synthetic.pdf", "--configfile", str(TEST_CONFIG)
+    )
+    cfg = sweep.load_sweep_config([TEST_CONFIG])
+    tau = cfg["figures"]["accuracy_tau"]
+    assert counts["train"] == len(sweep.run_keys(cfg, "synthetic", tau)) == 8
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"staleness_bound": [0, 4]}, "staleness_bound"),
+        ({"methods": ["afl", "fedprox"]}, "fedprox"),
+        ({"figures": {"accuracy_tau": 64}}, "accuracy_tau"),
+    ],
+)
+def test_schema_rejects_a_bad_config_by_name(tmp_path, change, named):
+    bad = yaml.safe_load(TEST_CONFIG.read_text())
+    bad.update(change)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    res = run(tmp_path, "-n", "--configfile", str(path))
+    assert res.returncode != 0
+    assert named in res.stdout + res.stderr
+
+
+def test_command_line_config_overrides_reach_the_run_configs(tmp_path):
+    # (snakemake parses list values of --config as strings: lists belong in a config file)
+    target = "results/runs/dataset~synthetic/partition~natural/method~afl/tau~4/seed~1/run.yaml"
+    res = run(
+        tmp_path,
+        target,
+        "--cores",
+        "1",
+        "--configfile",
+        str(TEST_CONFIG),
+        "--config",
+        "backend=sequential",
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert yaml.safe_load((tmp_path / target).read_text())["backend"] == "sequential"
+
+
+# ---- a tiny real run, interrupted and resumed ---------------------------------------------
+
+
+def expected_summaries(workdir: Path) -> list[Path]:
+    cfg = sweep.load_sweep_config([TEST_CONFIG])
+    return [workdir / sweep.run_dir(k) / "summary.json" for k in sweep.run_keys(cfg)]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Start the tiny workflow, kill it (snakemake and its jobs) once the first runs have
+    finished, check what it left, then resume. Returns (workdir, facts)."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    summaries = expected_summaries(workdir)
+    facts: dict = {}
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        snakemake_cmd(workdir, "--cores", "2", "--configfile", str(TEST_CONFIG)),
+        cwd=REPO,
+        env=env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while sum(p.exists() for p in summaries) < 2 and time.monotonic() - t0 < 300:
+            assert proc.poll() is None, "the workflow ended before it could be interrupted"
+            time.sleep(0.5)
+        time.sleep(3)  # let snakemake record those jobs as finished; others are mid-run
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # a crash: snakemake and its running jobs
+        proc.wait()
+    present = [p for p in summaries if p.exists()]
+    # nothing half-written looks complete: each summary.json present is whole and completed
+    for p in present:
+        assert json.loads(p.read_text())["status"] in ("completed", "diverged")
+        assert (p.parent / "metrics.csv").stat().st_size > 0
+    # a job killed after writing summary.json but before snakemake recorded it stays marked
+    # incomplete (snakemake reruns it: it cannot know); the others count as done
+    incomplete = {
+        base64.urlsafe_b64decode(f.name).decode()
+        for f in (workdir / ".snakemake" / "incomplete").glob("*")
+        if f.is_file()
+    }
+    done = [p for p in present if str(p.relative_to(workdir)) not in incomplete]
+    facts["done_before_kill"] = len(done)
+    facts["running_at_kill"] = len(
+        [p for p in summaries if str(p.relative_to(workdir)) in incomplete]
+    )
+    # after a crash the directory stays locked: a user runs --unlock once, then reruns
+    assert run(workdir, "--unlock", "--configfile", str(TEST_CONFIG)).returncode == 0
+    facts["rerun_counts"] = dry_run(workdir, "--configfile", str(TEST_CONFIG))
+    t1 = time.monotonic()
+    res = run(workdir, "--cores", "2", "--configfile", str(TEST_CONFIG), timeout=900)
+    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
+    facts["resume_log"] = res.stdout + res.stderr
+    facts["seconds_first"], facts["seconds_resume"] = t1 - t0, time.monotonic() - t1
+    print(f"tiny workflow: {t1 - t0:.0f} s until killed, {time.monotonic() - t1:.0f} s resume")
+    return workdir, facts
+
+
+def test_interrupted_run_reruns_only_missing_jobs(tiny_run):
+    workdir, facts = tiny_run
+    n_runs = len(expected_summaries(workdir))
+    assert facts["done_before_kill"] >= 1
+    assert facts["running_at_kill"] >= 1  # the kill did interrupt training
+    assert facts["rerun_counts"]["train"] == n_runs - facts["done_before_kill"]
+    started = re.findall(r"rule train:", facts["resume_log"])
+    assert len(started) == n_runs - facts["done_before_kill"]
+
+
+def test_tiny_run_writes_every_figure_and_table(tiny_run):
+    workdir, _ = tiny_run
+    paper = workdir / "paper_figures"
+    for kind in ("accuracy", "staleness", "partition"):
+        for ext in ("pdf", "png"):
+            f = paper / f"fig_{kind}_synthetic.{ext}"
+            assert f.stat().st_size > 0, f
+    for ext in ("csv", "md", "tex"):
+        assert (paper / f"table_final.{ext}").stat().st_size > 0
+    assert all(p.exists() for p in expected_summaries(workdir))
+    cfg = sweep.load_sweep_config([TEST_CONFIG])
+    table = pd.read_csv(paper / "table_final.csv")
+    personalized = [m for m in cfg["methods"] if m != "local"]
+    assert len(table) == len(personalized) * len(cfg["staleness_bounds"])
+    assert set(table["method"]) == set(personalized)
+    manifest = json.loads((paper / "manifest.json").read_text())
+    assert manifest["config_hash"] == sweep.config_hash(cfg)
+    assert {f["file"] for f in manifest["figures"]} >= {"fig_accuracy_synthetic.pdf"}
+
+
+def test_nothing_left_to_do_after_the_run(tiny_run):
+    workdir, _ = tiny_run
+    res = run(workdir, "-n", "--configfile", str(TEST_CONFIG))
+    assert res.returncode == 0
+    assert "Nothing to be done" in res.stdout + res.stderr
+
+
+def test_report_is_written(tiny_run):
+    workdir, _ = tiny_run
+    res = run(workdir, "--configfile", str(TEST_CONFIG), "--report", "report.html")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert (workdir / "report.html").stat().st_size > 10_000
+
+
+# ---- SLURM ---------------------------------------------------------------------------------
+
+
+def slurm_up() -> bool:
+    if not shutil.which("sinfo"):
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not slurm_up(), reason="no SLURM answers (start one with .ci/slurm-up.sh)")
+def test_tiny_workflow_runs_through_slurm(tmp_path):
+    one_seed = yaml.safe_load(TEST_CONFIG.read_text())
+    one_seed["seeds"] = [0]  # each SLURM job costs ~15 s of polling: keep it to 7 runs
+    config = tmp_path / "one_seed.yaml"
+    config.write_text(yaml.safe_dump(one_seed))
+    t0 = time.monotonic()
+    res = run(
+        tmp_path,
+        "--profile",
+        str(REPO / "workflow" / "profiles" / "slurm"),
+        "--configfile",
+        str(config),
+        timeout=900,
+    )
+    log = res.stdout + res.stderr
+    assert res.returncode == 0, log[-5000:]
+    print(f"tiny workflow through SLURM: {time.monotonic() - t0:.0f} s")
+    assert (tmp_path / "paper_figures" / "manifest.json").exists()
+    job_ids = set(re.findall(r"SLURM jobid (\d+)", log, flags=re.IGNORECASE))
+    cfg = sweep.load_sweep_config([config])
+    assert len(job_ids) >= len(sweep.run_keys(cfg)), log[-3000:]
+    jobcomp = Path("/var/log/slurm/jobcomp.log")
+    if jobcomp.exists():  # slurm-up.sh's jobcomp/filetxt: every finished job is listed
+        text = jobcomp.read_text()
+        assert all(f"JobId={j} " in text for j in job_ids)

@@ -1,0 +1,137 @@
+# Helpers of the workflow: config validation, the sweep grid and input functions. The sweep
+# logic itself (expansion, run configs) lives in the tested package module persafl.sweep.
+import json
+import os
+import shlex
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from persafl import sweep
+
+validate(config, "../schemas/config.schema.yaml")
+try:
+    sweep.check_sweep(config)
+except sweep.SweepError as err:
+    raise WorkflowError(f"persafl: {err}") from None
+
+REPO = Path(workflow.basedir).resolve()  # basedir: the folder of the Snakefile
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+ENV = "../../envs/persafl.yaml"
+ACCURACY_TAU = config["figures"]["accuracy_tau"]
+DATASETS = sweep.datasets(config)
+FETCHED = [d for d in DATASETS if d in ("mnist", "fashion_mnist")]  # persafl.data.fetch's sets
+
+# The package is imported from this checkout in every job (venv, --sdm conda or SLURM alike).
+# (shell.prefix is formatted like a shell command: literal braces are doubled.)
+shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(REPO / 'src'))}"
+             "${{PYTHONPATH:+:$PYTHONPATH}}; ")
+
+
+def _sweep_args():
+    """CLI arguments that make persafl.sweep resolve exactly this config: the config files in
+    snakemake's merge order, then the --config overrides."""
+    files = [os.path.abspath(f) for f in workflow.configfiles]
+    args = ["--schema", str(SCHEMA)] + [a for f in files for a in ("--config", f)]
+    overrides = dict(workflow.config_settings.config)
+    if overrides:
+        args += ["--override", json.dumps(overrides, default=str)]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+SWEEP_ARGS = _sweep_args()
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_]+",
+    partition="[A-Za-z0-9_.-]+",
+    method="[a-z_]+",
+    tau="[0-9]+",
+    seed="[0-9]+",
+
+
+# ---- paths ------------------------------------------------------------------------------
+
+
+def summary_paths(keys):
+    return [f"{sweep.run_dir(k)}/summary.json" for k in keys]
+
+
+def figure_partition(dataset):
+    """The partition a data set's single-partition figures show: its first one."""
+    return next(iter(config["datasets"][dataset]["partitions"]))
+
+
+def paper_figures():
+    figs = [f"paper_figures/fig_{kind}_{d}.{ext}"
+            for d in DATASETS for kind in ("accuracy", "staleness", "partition")
+            for ext in ("pdf", "png")]
+    return figs + [f"paper_figures/table_final.{ext}" for ext in ("csv", "md", "tex")]
+
+
+def all_outputs():
+    return paper_figures() + ["paper_figures/manifest.json"]
+
+
+# ---- input functions --------------------------------------------------------------------
+
+
+def run_config_of(wildcards):
+    """The resolved run config (a params value: a change reruns exactly the affected runs)."""
+    return sweep.run_config(config, wildcards.dataset, wildcards.partition, wildcards.method,
+                            int(wildcards.tau), int(wildcards.seed))
+
+
+def partition_config_of(wildcards):
+    return sweep.partition_run_config(config, wildcards.dataset, wildcards.partition,
+                                      int(wildcards.seed))
+
+
+def data_flag(wildcards):
+    """Real data sets are fetched once before their partitions are built."""
+    if wildcards.dataset in FETCHED:
+        return [f"results/data/{wildcards.dataset}.fetched"]
+    return []
+
+
+def partition_file(wildcards):
+    d = sweep.partition_dir(wildcards.dataset, wildcards.partition, int(wildcards.seed))
+    return f"{d}/partition.npz"
+
+
+def train_resource(name):
+    def get(wildcards):
+        return config["datasets"][wildcards.dataset]["resources"][name]
+    return get
+
+
+def dataset_runs(wildcards):
+    return summary_paths(sweep.run_keys(config, dataset=wildcards.dataset))
+
+
+def accuracy_runs(wildcards):
+    return summary_paths(sweep.run_keys(config, dataset=wildcards.dataset,
+                                        tau=int(wildcards.tau)))
+
+
+def all_runs(wildcards):
+    return summary_paths(sweep.run_keys(config))
+
+
+def partition_counts_of(wildcards):
+    p = figure_partition(wildcards.dataset)
+    seed = config["seeds"][0]
+    return f"{sweep.partition_dir(wildcards.dataset, p, seed)}/partition_counts.csv"
+
+
+def accuracy_curves(wildcards):
+    return f"results/tables/dataset~{wildcards.dataset}/tau~{ACCURACY_TAU}/curves.csv"
+
+
+def partition_of(wildcards):
+    return figure_partition(wildcards.dataset)
+
+
+def output_dir(wildcards, output):
+    """The folder of a rule's first output (the train CLI's --out)."""
+    return os.path.dirname(output[0])

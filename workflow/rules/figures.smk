@@ -1,0 +1,95 @@
+# Paper figures, each from an aggregated table only (never from raw runs), and the manifest
+# that records which config and commit produced them.
+
+
+rule fig_accuracy:
+    input:
+        accuracy_curves,
+    output:
+        pdf=report("paper_figures/fig_accuracy_{dataset}.pdf", caption="../report/fig_accuracy.rst", category="Accuracy", subcategory="{dataset}"),
+        png="paper_figures/fig_accuracy_{dataset}.png",
+    log:
+        "results/logs/figures/fig_accuracy_{dataset}.log",
+    params:
+        tau=ACCURACY_TAU,
+        partition=partition_of,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m persafl.figures accuracy --curves {input} --dataset {wildcards.dataset}"
+        " --tau {params.tau} --partition {params.partition} --out {output.pdf} > {log} 2>&1"
+
+
+rule fig_staleness:
+    input:
+        "results/tables/dataset~{dataset}/final.csv",
+    output:
+        pdf=report("paper_figures/fig_staleness_{dataset}.pdf", caption="../report/fig_staleness.rst", category="Staleness", subcategory="{dataset}"),
+        png="paper_figures/fig_staleness_{dataset}.png",
+    log:
+        "results/logs/figures/fig_staleness_{dataset}.log",
+    params:
+        partition=partition_of,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m persafl.figures staleness --final {input} --dataset {wildcards.dataset}"
+        " --partition {params.partition} --out {output.pdf} > {log} 2>&1"
+
+
+rule fig_partition:
+    input:
+        "results/tables/partition_{dataset}.csv",
+    output:
+        pdf=report("paper_figures/fig_partition_{dataset}.pdf", caption="../report/fig_partition.rst", category="Partitions", subcategory="{dataset}"),
+        png="paper_figures/fig_partition_{dataset}.png",
+    log:
+        "results/logs/figures/fig_partition_{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m persafl.figures partition --counts {input} --out {output.pdf} > {log} 2>&1"
+
+
+rule copy_table:
+    input:
+        "results/tables/table_final.{ext}",
+    output:
+        report("paper_figures/table_final.{ext}", caption="../report/table_final.rst", category="Tables"),
+    log:
+        "results/logs/figures/table_final_{ext}.log",
+    wildcard_constraints:
+        ext="csv|md|tex",
+    conda:
+        ENV
+    shell:
+        "cp {input} {output} > {log} 2>&1"
+
+
+rule manifest:
+    input:
+        paper_figures(),
+    output:
+        "paper_figures/manifest.json",
+    log:
+        "results/logs/figures/manifest.log",
+    params:
+        sweep=SWEEP_ARGS,
+        repo=REPO,
+    conda:
+        ENV
+    shell:
+        "python -m persafl.sweep manifest {params.sweep} --repo {params.repo} --out {output}"
+        " {input} > {log} 2>&1"
