@@ -13,7 +13,6 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml requirements-lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c requirements-lock.txt -e '.[test]'
 	touch $(STAMP)
 
