@@ -10,7 +10,7 @@ from persafl import methods, rng
 from persafl.batches import draw_indices, eval_indices
 from persafl.data import load_dataset
 from persafl.executor import run
-from persafl.models import build_model, init_params, make_loss_fn
+from persafl.models import build_model, init_params, make_grad_fn
 from persafl.partition import partition_dataset
 from persafl.schedule import ScheduleConfig, make_trace
 
@@ -85,7 +85,7 @@ def test_vectorized_equals_sequential(problem, name, schedule):
 
 @pytest.mark.parametrize("name", ["persafl_maml_hf", "local"])
 def test_caps_and_chunks_do_not_change_results(problem, name):
-    """Few jobs ahead and tiny vmap chunks (memory cap) give the sequential results too."""
+    """Few jobs ahead and tiny stacked chunks (memory cap) give the sequential results too."""
     data, partition, model = problem
     trace = trace_of(CLOCK)
     method, hp = methods.get(name), hp_of(name)
@@ -130,14 +130,14 @@ def test_no_staleness_equals_plain_sequential_loop(problem, backend):
     trace = trace_of({"model": "clock", "staleness_bound": 0, "num_updates": 12})
     result = run(trace, method, hp, model, data, partition, 3, backend, 100)
 
-    loss_fn = make_loss_fn(model)
+    grad_fn = make_grad_fn(model)
     x = init_params(model, 3)
     for k, update in enumerate(trace.updates):
         (client,) = update.clients
         assert update.start_versions == (k,)
         shape = (hp["local_steps"], method.batches_per_step, hp["batch_size"])
         xb, yb = _hand_batches(data, partition.train[client], 3, k, 0, shape)
-        new = method.local_update(x, xb, yb, hp, loss_fn)
+        new = method.local_update(x, xb, yb, hp, grad_fn)
         x = {p: x[p] - 0.7 * (x[p] - new[p]) for p in x}
     assert result.updates_applied == 12
     assert params_close(result.server, x, atol=1e-6)
@@ -156,13 +156,13 @@ def test_barrier_with_equal_speeds_is_fedavg(problem, backend):
     trace = trace_of(schedule)
     result = run(trace, method, hp, model, data, partition, 1, backend, 100)
 
-    loss_fn = make_loss_fn(model)
+    grad_fn = make_grad_fn(model)
     x = init_params(model, 1)
     for t in range(4):
         deltas = []
         for client in range(6):  # every client starts from x_t; slot = client
             xb, yb = _hand_batches(data, partition.train[client], 1, t, client, (3, 1, 5))
-            new = method.local_update(x, xb, yb, hp, loss_fn)
+            new = method.local_update(x, xb, yb, hp, grad_fn)
             deltas.append({p: x[p] - new[p] for p in x})
         x = {p: x[p] - 0.5 * torch.stack([d[p] for d in deltas]).mean(0) for p in x}
     assert [u.time for u in trace.updates] == [1.0, 2.0, 3.0, 4.0]

@@ -1,4 +1,4 @@
-"""Methods: closed forms on quadratics, hand-written single steps, vmap == loop, registry."""
+"""Methods: closed forms on quadratics, hand-written single steps, stacked == loop, registry."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 
 from persafl import methods
 from persafl.methods import maml, me
-from persafl.methods.base import check_local_steps, resolve_hp
-from persafl.models import build_model, init_params, make_loss_fn
+from persafl.methods.base import check_local_steps, grad_of, resolve_hp
+from persafl.models import build_model, init_params, make_batched_grad_fn, make_loss_fn
 
 DIM = 4
 ALPHA, LAMBDA = 0.1, 2.0
@@ -18,6 +18,9 @@ def quadratic_loss(params, a, c):
     """f(w) = 0.5 (w - c)^T A (w - c); the "batch" carries A (as x) and c (as y)."""
     diff = params["w"] - c
     return 0.5 * diff @ (a @ diff)
+
+
+quadratic_grad = grad_of(quadratic_loss)
 
 
 def spd_matrix(seed: int, low: float = 0.5, high: float = 3.0) -> torch.Tensor:
@@ -47,7 +50,7 @@ def test_maml_fo_direction_is_gradient_at_adapted_point() -> None:
     a, c, x = quadratic_problem()
     xs, ys = repeat_batch(a, c, 1, 2)
     hp = {"personal_lr": ALPHA}
-    direction = maml.maml_direction({"w": x}, xs[0], ys[0], hp, quadratic_loss, False)
+    direction = maml.maml_direction({"w": x}, xs[0], ys[0], hp, quadratic_grad, False)
     adapted = x - ALPHA * a @ (x - c)
     torch.testing.assert_close(direction["w"], a @ (adapted - c), rtol=0, atol=1e-12)
 
@@ -56,13 +59,13 @@ def test_maml_hf_direction_equals_exact_maml_gradient() -> None:
     a, c, x = quadratic_problem(1)
     xs, ys = repeat_batch(a, c, 1, 3)
     hp = {"personal_lr": ALPHA, "hf_delta": 1e-3}
-    direction = maml.maml_direction({"w": x}, xs[0], ys[0], hp, quadratic_loss, True)
+    direction = maml.maml_direction({"w": x}, xs[0], ys[0], hp, quadratic_grad, True)
     # grad F(x) = (I - alpha A) grad f(x - alpha grad f(x)) = (I - aA) A (I - aA) (x - c).
     shrink = torch.eye(DIM, dtype=torch.float64) - ALPHA * a
     exact = shrink @ a @ shrink @ (x - c)
     torch.testing.assert_close(direction["w"], exact, rtol=0, atol=1e-6)
     # And it is not the FO direction (the Hessian term matters at this alpha).
-    fo = maml.maml_direction({"w": x}, xs[0], ys[0], hp, quadratic_loss, False)
+    fo = maml.maml_direction({"w": x}, xs[0], ys[0], hp, quadratic_grad, False)
     assert (fo["w"] - exact).abs().max() > 1e-3
 
 
@@ -71,7 +74,7 @@ def test_maml_hf_uses_the_three_batches_in_their_roles() -> None:
     mats = torch.stack([spd_matrix(s) for s in (3, 4, 5)])
     centers = torch.stack([c, 2 * c, -c])
     hp = {"personal_lr": ALPHA, "hf_delta": 1e-3}
-    direction = maml.maml_direction({"w": x}, mats, centers, hp, quadratic_loss, True)
+    direction = maml.maml_direction({"w": x}, mats, centers, hp, quadratic_grad, True)
     temp = x - ALPHA * mats[0] @ (x - centers[0])  # inner step on D
     g = mats[1] @ (temp - centers[1])  # outer gradient on D'
     expected = g - ALPHA * mats[2] @ g  # Hessian of D'' times g
@@ -93,12 +96,12 @@ def test_finite_difference_matches_autograd_hvp_on_logistic_regression() -> None
         return torch.func.grad(loss_fn)(p, x, y)
 
     _, exact = torch.func.jvp(grad_at, (params,), (vector,))
-    approx = maml.hessian_vector_fd(params, vector, x, y, 1e-3, loss_fn)
+    approx = maml.hessian_vector_fd(params, vector, x, y, 1e-3, grad_of(loss_fn))
     for key in params:
         torch.testing.assert_close(approx[key], exact[key], rtol=0, atol=1e-4)
         assert exact[key].abs().max() > 1e-2  # a non-trivial Hessian-vector product
     # The finite difference is second-order accurate: a 10x larger delta is visibly worse.
-    coarse = maml.hessian_vector_fd(params, vector, x, y, 1e-1, loss_fn)
+    coarse = maml.hessian_vector_fd(params, vector, x, y, 1e-1, grad_of(loss_fn))
     err_fine = max((approx[k] - exact[k]).abs().max() for k in params)
     err_coarse = max((coarse[k] - exact[k]).abs().max() for k in params)
     assert err_fine < err_coarse / 50
@@ -115,7 +118,7 @@ def test_finite_difference_is_accurate_in_float32_on_a_smooth_mlp() -> None:
     x, y = torch.randn(32, 20, generator=gen), torch.randint(0, 5, (32,), generator=gen)
     vector = torch.func.grad(loss_fn)(params, x, y)  # the direction HF actually uses
     _, exact = torch.func.jvp(lambda p: torch.func.grad(loss_fn)(p, x, y), (params,), (vector,))
-    approx = maml.hessian_vector_fd(params, vector, x, y, 1e-3, loss_fn)
+    approx = maml.hessian_vector_fd(params, vector, x, y, 1e-3, grad_of(loss_fn))
     error = sum((approx[k] - exact[k]).square().sum() for k in params).sqrt()
     norm = sum(exact[k].square().sum() for k in params).sqrt()
     assert error < 1e-3 * norm
@@ -134,7 +137,7 @@ def envelope_closed_form(a, c, x):
 def test_moreau_prox_converges_to_closed_form_and_gives_envelope_gradient() -> None:
     a, c, x = quadratic_problem(3)
     hp = {"moreau_lambda": LAMBDA, "personal_lr": 0.1, "inner_steps": 400}
-    theta = me.moreau_prox({"w": x}, {"w": x}, a, c, hp, quadratic_loss)["w"]
+    theta = me.moreau_prox({"w": x}, {"w": x}, a, c, hp, quadratic_grad)["w"]
     theta_star, _ = envelope_closed_form(a, c, x)
     torch.testing.assert_close(theta, theta_star, rtol=0, atol=1e-9)
     # theta* - c = lam (A + lam I)^-1 (x - c), hence
@@ -146,7 +149,7 @@ def test_moreau_prox_converges_to_closed_form_and_gives_envelope_gradient() -> N
     autograd = torch.func.grad(lambda z: envelope_closed_form(a, c, z)[1])(x)
     torch.testing.assert_close(LAMBDA * (x - theta), autograd, rtol=0, atol=1e-6)
     # Few inner steps are only an approximation (the test above could fail).
-    rough = me.moreau_prox({"w": x}, {"w": x}, a, c, {**hp, "inner_steps": 2}, quadratic_loss)
+    rough = me.moreau_prox({"w": x}, {"w": x}, a, c, {**hp, "inner_steps": 2}, quadratic_grad)
     assert (rough["w"] - theta_star).abs().max() > 1e-3
 
 
@@ -154,7 +157,7 @@ def test_me_local_step_with_exact_prox_is_envelope_gradient_step() -> None:
     a, c, x = quadratic_problem(4)
     hp = {"moreau_lambda": LAMBDA, "personal_lr": 0.1, "inner_steps": 400, "local_lr": 0.05}
     xs, ys = repeat_batch(a, c, 1, 1)
-    new = me.local_update({"w": x}, xs, ys, hp, quadratic_loss)["w"]
+    new = me.local_update({"w": x}, xs, ys, hp, quadratic_grad)["w"]
     grad_envelope = torch.func.grad(lambda z: envelope_closed_form(a, c, z)[1])(x)
     torch.testing.assert_close(new, x - 0.05 * grad_envelope, rtol=0, atol=1e-8)
 
@@ -162,8 +165,8 @@ def test_me_local_step_with_exact_prox_is_envelope_gradient_step() -> None:
 def test_me_weight_decay_shrinks_theta() -> None:
     a, c, x = quadratic_problem(5)
     hp = {"moreau_lambda": LAMBDA, "personal_lr": 0.1, "inner_steps": 400}
-    plain = me.moreau_prox({"w": x}, {"w": x}, a, c, hp, quadratic_loss)["w"]
-    decayed = me.moreau_prox({"w": x}, {"w": x}, a, c, {**hp, "weight_decay": 0.5}, quadratic_loss)[
+    plain = me.moreau_prox({"w": x}, {"w": x}, a, c, hp, quadratic_grad)["w"]
+    decayed = me.moreau_prox({"w": x}, {"w": x}, a, c, {**hp, "weight_decay": 0.5}, quadratic_grad)[
         "w"
     ]
     eye = torch.eye(DIM, dtype=torch.float64)
@@ -221,32 +224,49 @@ def test_one_local_step_matches_hand_written_formula(name: str) -> None:
     _, loss_fn, params, xb, yb = toy_problem()
     hp = resolve_hp(method, {**{k: v for k, v in HP.items() if k in method.defaults}})
     hp["local_steps"] = 1
-    new = method.local_update(params, xb[0], yb[0], hp, loss_fn)
+    new = method.local_update(params, xb[0], yb[0], hp, grad_of(loss_fn))
     expected = hand_step(name, loss_fn, params, xb[0, 0], yb[0, 0], hp)
     for key in params:
         torch.testing.assert_close(new[key], expected[key], rtol=1e-9, atol=1e-9)
         assert not torch.equal(new[key], params[key])  # the step moved every tensor
 
 
+def client_major_to_stacked(xb: torch.Tensor) -> torch.Tensor:
+    """[C, Q, S, B, ...] (one job per client) -> the stacked layout [Q, S, C, B, ...]."""
+    return xb.movedim(0, 2)
+
+
 @pytest.mark.parametrize("name", methods.names())
-def test_vmap_over_clients_equals_python_loop(name: str) -> None:
+def test_stacked_clients_equal_python_loop(name: str) -> None:
     method = methods.get(name)
-    _, loss_fn, params, xb, yb = toy_problem(steps=2, slots=method.batches_per_step)
+    model, loss_fn, params, xb, yb = toy_problem(steps=2, slots=method.batches_per_step)
+    grad_fn = grad_of(loss_fn)
     hp = {**method.defaults, "local_steps": 2}
     # Different start models per client, as with stale downloads.
     starts = [{k: v + 0.01 * i for k, v in params.items()} for i in range(3)]
     stacked = {k: torch.stack([s[k] for s in starts]) for k in params}
+    # The executor's path: batched autograd over the stacked layout [Q, S, C, B, ...].
+    batched_grad = make_batched_grad_fn(model)
+    batched = method.local_update(
+        stacked, client_major_to_stacked(xb), client_major_to_stacked(yb), hp, batched_grad
+    )
+    personal = method.personalize(
+        stacked, xb[:, :, 0].movedim(0, 1), yb[:, :, 0].movedim(0, 1), hp, batched_grad
+    )
+    # The methods stay pure torch.func code: vmap over clients with the reference grad works.
     in_dims = (0, 0, 0, None, None)
-    batched = torch.func.vmap(method.local_update, in_dims=in_dims)(stacked, xb, yb, hp, loss_fn)
-    personal = torch.func.vmap(method.personalize, in_dims=in_dims)(
-        stacked, xb[:, :, 0], yb[:, :, 0], hp, loss_fn
+    vmapped = torch.func.vmap(method.local_update, in_dims=in_dims)(stacked, xb, yb, hp, grad_fn)
+    vmapped_personal = torch.func.vmap(method.personalize, in_dims=in_dims)(
+        stacked, xb[:, :, 0], yb[:, :, 0], hp, grad_fn
     )
     for i, start in enumerate(starts):
-        looped = method.local_update(start, xb[i], yb[i], hp, loss_fn)
-        looped_personal = method.personalize(start, xb[i, :, 0], yb[i, :, 0], hp, loss_fn)
+        looped = method.local_update(start, xb[i], yb[i], hp, grad_fn)
+        looped_personal = method.personalize(start, xb[i, :, 0], yb[i, :, 0], hp, grad_fn)
         for key in params:
             torch.testing.assert_close(batched[key][i], looped[key])
             torch.testing.assert_close(personal[key][i], looped_personal[key])
+            torch.testing.assert_close(vmapped[key][i], looped[key])
+            torch.testing.assert_close(vmapped_personal[key][i], looped_personal[key])
 
 
 @pytest.mark.parametrize("name", methods.names())
@@ -255,7 +275,7 @@ def test_personalize_with_two_adaptation_batches(name: str) -> None:
     _, loss_fn, params, xb, yb = toy_problem()
     hp = dict(method.defaults)
     xa, ya = xb[0, 0, :2], yb[0, 0, :2]  # A = 2 training batches
-    adapted = method.personalize(params, xa, ya, hp, loss_fn)
+    adapted = method.personalize(params, xa, ya, hp, grad_of(loss_fn))
     expected = dict(params)
     if name.startswith("persafl_maml"):  # one SGD step of size alpha per batch
         for a in range(2):
@@ -276,12 +296,18 @@ def test_personalize_with_two_adaptation_batches(name: str) -> None:
 
 
 def test_local_update_does_not_modify_its_inputs() -> None:
-    _, loss_fn, params, xb, yb = toy_problem(slots=3)
+    model, loss_fn, params, xb, yb = toy_problem(slots=3)
     copies = {k: v.clone() for k, v in params.items()}
+    stacked = {k: torch.stack([v, v + 0.1]) for k, v in params.items()}
+    stacked_copies = {k: v.clone() for k, v in stacked.items()}
+    xs, ys = client_major_to_stacked(xb[:2]), client_major_to_stacked(yb[:2])
     for name in methods.names():
         method = methods.get(name)
-        method.local_update(params, xb[0], yb[0], {**method.defaults, "local_steps": 1}, loss_fn)
+        hp = {**method.defaults, "local_steps": 1}
+        method.local_update(params, xb[0], yb[0], hp, grad_of(loss_fn))
+        method.local_update(stacked, xs, ys, hp, make_batched_grad_fn(model))
     assert all(torch.equal(params[k], copies[k]) for k in params)
+    assert all(torch.equal(stacked[k], stacked_copies[k]) for k in stacked)
 
 
 # ---------------------------------------------------------------- registry

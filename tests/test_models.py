@@ -1,4 +1,4 @@
-"""Models: shapes, deterministic init, functional loss/accuracy under vmap."""
+"""Models: shapes, deterministic init, functional loss/accuracy, batched forward/gradients."""
 
 from __future__ import annotations
 
@@ -7,9 +7,13 @@ import torch
 
 from persafl.models import (
     accuracy,
+    activations_per_sample,
     build_model,
     init_params,
     loss_and_accuracy,
+    make_batched_forward,
+    make_batched_grad_fn,
+    make_grad_fn,
     make_loss_fn,
     num_parameters,
     predict,
@@ -95,6 +99,55 @@ def test_loss_and_accuracy_under_vmap_equal_loop() -> None:
         expected = (predict(model, params, x[c]).argmax(-1) == y[c]).float().mean()
         torch.testing.assert_close(accs[c], expected)
         torch.testing.assert_close(accs_only[c], expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "kw"),
+    [
+        ("logistic", (60,), {}),
+        ("mlp", (1, 12, 12), {"hidden": 9}),
+        ("mlp", (60,), {"hidden": 20, "activation": "softplus"}),
+        ("cnn", (1, 28, 28), {"fc_hidden": 16}),
+        ("cnn", (3, 20, 18), {"fc_hidden": 8, "activation": "tanh"}),
+    ],
+)
+def test_batched_gradients_equal_per_client_torch_func_grad(name, shape, kw) -> None:
+    """3 clients with different params and data: the batched forward and gradient are the
+    per-client ``functional_call`` logits and ``torch.func.grad`` gradients, client by client."""
+    model = build_model(name, shape, 7, **kw).double()
+    per_client = [init_params(model, seed, dtype=torch.float64) for seed in range(3)]
+    stacked = {k: torch.stack([p[k] for p in per_client]) for k in per_client[0]}
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 6, *shape, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 7, (3, 6), generator=gen)
+    logits = make_batched_forward(model)(stacked, x)
+    grads = make_batched_grad_fn(model)(stacked, x, y)
+    reference = make_grad_fn(model)
+    assert logits.shape == (3, 6, 7)
+    assert grads.keys() == stacked.keys()
+    for c, params in enumerate(per_client):
+        torch.testing.assert_close(logits[c], predict(model, params, x[c]), rtol=0, atol=1e-12)
+        expected = reference(params, x[c], y[c])
+        for key in params:
+            assert grads[key].shape == stacked[key].shape
+            torch.testing.assert_close(grads[key][c], expected[key], rtol=0, atol=1e-12)
+            assert expected[key].abs().max() > 0  # a gradient that could differ
+    # The clients really differ: client 0's gradient is not client 1's.
+    first = next(iter(stacked))
+    assert not torch.allclose(grads[first][0], grads[first][1])
+
+
+def test_batched_gradient_does_not_track_or_modify_inputs() -> None:
+    model = build_model("mlp", (10,), 4, hidden=5)
+    stacked = {k: v.expand(2, *v.shape).clone() for k, v in init_params(model, 0).items()}
+    copies = {k: v.clone() for k, v in stacked.items()}
+    with torch.no_grad():  # evaluation calls it under no_grad: it must still differentiate
+        grads = make_batched_grad_fn(model)(
+            stacked, torch.randn(2, 3, 10), torch.zeros(2, 3).long()
+        )
+    assert all(not g.requires_grad for g in grads.values())
+    assert all(not v.requires_grad and torch.equal(v, copies[k]) for k, v in stacked.items())
+    assert activations_per_sample(model, (10,)) == 10 + 5 + 5 + 4  # flatten, fc, relu, fc
 
 
 def test_activation_option() -> None:

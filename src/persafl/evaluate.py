@@ -12,8 +12,10 @@ Per client (docs/design.md "Executor and evaluation"):
   label) on its test data.
 
 Aggregates: ``_ca`` client-averaged (each client with test data counts once) and ``_sw``
-sample-weighted (total correct / total test samples). Clients are evaluated in stacks under
-``torch.func.vmap``, test sets padded to the longest and masked.
+sample-weighted (total correct / total test samples). Clients are evaluated in stacks (test
+sets padded to the longest and masked): the server model in one plain forward pass over the
+stack's test samples; per-client models (personalized, ``local``) with the batched forward and
+gradient of :mod:`persafl.models`, identical for both execution backends.
 """
 
 from __future__ import annotations
@@ -24,14 +26,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
 from persafl.batches import eval_indices, gather
 from persafl.methods import Method
-from persafl.models import LossFn, Params
+from persafl.models import (
+    Params,
+    activations_per_sample,
+    make_batched_forward,
+    make_batched_grad_fn,
+    predict,
+)
 
-# Upper bound on the feature scalars one evaluation chunk gathers (64M floats = 256 MB).
+# Upper bound on the scalars (features and activations) of one evaluation chunk (64M floats).
 CHUNK_ELEMENTS = 1 << 26
 
 METRIC_COLUMNS = (
@@ -74,14 +81,14 @@ class Evaluator:
         model: nn.Module,
         method: Method,
         hp: Mapping,
-        loss_fn: LossFn,
         x: Tensor,
         y: Tensor,
         train: list[np.ndarray],
         test: list[np.ndarray],
         seed: int,
     ) -> None:
-        self.model, self.method, self.hp, self.loss_fn = model, method, dict(hp), loss_fn
+        self.model, self.method, self.hp = model, method, dict(hp)
+        self.forward, self.grad_fn = make_batched_forward(model), make_batched_grad_fn(model)
         self.x, self.y, self.train, self.seed = x, y, train, seed
         self.num_clients = len(test)
         self.test_counts = np.array([len(t) for t in test], dtype=np.int64)
@@ -96,8 +103,8 @@ class Evaluator:
         self.mask = torch.from_numpy(np.arange(longest)[None, :] < self.test_counts[:, None]).to(
             x.device
         )
-        features = int(np.prod(x.shape[1:]))
-        self.chunk = max(1, CHUNK_ELEMENTS // (longest * max(1, features)))
+        per_sample = int(np.prod(x.shape[1:])) + activations_per_sample(model, tuple(x.shape[1:]))
+        self.chunk = max(1, CHUNK_ELEMENTS // (longest * per_sample))
         self.majority_acc = self._majority(y.cpu().numpy(), train, test)
 
     @staticmethod
@@ -114,18 +121,18 @@ class Evaluator:
 
     def _client_stats(self, params: Params, start: int, stop: int, stacked: bool) -> Tensor:
         """Per-client (correct count, summed loss) [stop-start, 2] for clients start..stop-1."""
-        xt, yt = gather(self.x, self.y, self.test_index[start:stop])
+        xt, yt = gather(self.x, self.y, self.test_index[start:stop])  # [C, T, ...], [C, T]
         mask = self.mask[start:stop].to(xt.dtype)
-
-        def one(p: Params, xc: Tensor, yc: Tensor, mc: Tensor) -> Tensor:
-            logits = functional_call(self.model, p, (xc,))
-            correct = (logits.argmax(dim=-1) == yc).to(mc.dtype)
-            losses = F.cross_entropy(logits, yc, reduction="none")
-            # sums, not means: the division happens in float64 (exact counts, clean ratios)
-            return torch.stack([(correct * mc).sum(), (losses * mc).sum()])
-
-        in_dims = (0 if stacked else None, 0, 0, 0)
-        return vmap(one, in_dims=in_dims)(params, xt, yt, mask)
+        if stacked:
+            logits = self.forward(params, xt)
+        else:  # one model for all: a plain forward pass over the stack's samples
+            logits = predict(self.model, params, xt.flatten(0, 1)).unflatten(0, yt.shape)
+        correct = (logits.argmax(dim=-1) == yt).to(mask.dtype)
+        losses = F.cross_entropy(logits.flatten(0, 1), yt.flatten(), reduction="none")
+        # sums, not means: the division happens in float64 (exact counts, clean ratios)
+        return torch.stack(
+            [(correct * mask).sum(dim=1), (losses.view_as(mask) * mask).sum(dim=1)], dim=1
+        )
 
     def _stats(self, params: Params, stacked: bool) -> np.ndarray:
         """Per-client (accuracy, loss) for all clients, in chunks of clients."""
@@ -149,16 +156,17 @@ class Evaluator:
         out = []
         for start in range(0, self.num_clients, self.chunk):
             stop = min(start + self.chunk, self.num_clients)
+            # [A, C, B]: adaptation batch a of every client in the stack
             indices = np.stack(
                 [
                     eval_indices(self.seed, update_index, c, self.train[c], adapt, batch)
                     for c in range(start, stop)
-                ]
+                ],
+                axis=1,
             )
             xb, yb = gather(self.x, self.y, indices)
-            personal = vmap(self.method.personalize, in_dims=(None, 0, 0, None, None))(
-                server, xb, yb, self.hp, self.loss_fn
-            )
+            stacked = {k: v.expand(stop - start, *v.shape).contiguous() for k, v in server.items()}
+            personal = self.method.personalize(stacked, xb, yb, self.hp, self.grad_fn)
             with torch.no_grad():
                 out.append(self._client_stats(personal, start, stop, stacked=True))
         return self._means(out)

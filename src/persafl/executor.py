@@ -16,8 +16,8 @@ Backends (same results, up to float rounding of batched kernels):
 - ``sequential``: one job at a time, when its update is processed: the reference.
 - ``vectorized``: when update ``k`` needs a job not yet computed, every job whose start model
   is already known (server: start version <= k; local: the next job of each client) is
-  computed in one ``torch.func.vmap`` call (chunked by memory, at most ``MAX_AHEAD_JOBS``), and
-  results are then consumed in trace order.
+  computed in one stacked call (parameters stacked along a client dimension, batched autograd,
+  chunked by memory, at most ``MAX_AHEAD_JOBS``), and results are then consumed in trace order.
 
 Divergence: if a job's new parameters, the server model or an evaluation loss is non-finite,
 the run stops with status ``diverged`` and a message (it is a result, not a crash).
@@ -50,7 +50,7 @@ from persafl.jobs import (
     unstack,
 )
 from persafl.methods import Method
-from persafl.models import Params, init_params, make_loss_fn
+from persafl.models import Params, init_params
 from persafl.schedule import Trace
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class RunResult:
     own: list[Params] | None = None
     updates_applied: int = 0
     grad_evals: int = 0
-    compute_calls: int = 0  # local_update calls (vmapped or not): shows how much was batched
+    compute_calls: int = 0  # local_update calls (stacked or not): shows how much was batched
 
 
 class _Stop(Exception):
@@ -120,13 +120,12 @@ def run(
         raise ValueError(f"eval_every: got {eval_every!r}, expected an integer >= 1")
     x, y = data.x.to(device), data.y.to(device)
     model = model.to(device)
-    loss_fn = make_loss_fn(model)
     if init is None:
         init = init_params(model, seed, device=x.device)
     params = {name: value.to(x.device) for name, value in init.items()}
     jobs = JobTable.from_trace(trace)
-    runner = JobRunner(method, hp, loss_fn, x, y, train, jobs, seed, memory_elements)
-    evaluator = Evaluator(model, method, hp, loss_fn, x, y, train, test, seed)
+    runner = JobRunner(method, hp, model, x, y, train, jobs, seed, memory_elements)
+    evaluator = Evaluator(model, method, hp, x, y, train, test, seed)
     replay = _Replay(trace, method, hp, runner, jobs, evaluator, backend, max_ahead_jobs)
     return replay.run(params, eval_every, callback, progress)
 

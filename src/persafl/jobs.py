@@ -1,10 +1,15 @@
-"""Client jobs of a trace and the two ways of computing them (loop or ``vmap``).
+"""Client jobs of a trace and the two ways of computing them (one by one, or stacked).
 
 A job is one client's ``method.local_update`` in one server update: job ``(k, j)`` is slot ``j``
 of update ``k``. Jobs are numbered in trace order (update, then slot), which is also the order
 the executor consumes their results in; the backend only decides *when* and *how many at a
 time* they are computed, never what they compute: every job draws its batches from
 ``rng.generator(seed, "batch", k, j)`` and starts from a model fixed by the trace.
+
+One job alone runs the reference gradient (``torch.func.grad``, :func:`models.make_grad_fn`);
+a stack of jobs runs the same method code on parameters stacked along a leading client
+dimension with :func:`models.make_batched_grad_fn` (batched autograd, no ``vmap``), batches laid
+out [Q, S, C, B, ...] so that ``xb[q, s]`` is [C, B, ...].
 """
 
 from __future__ import annotations
@@ -14,16 +19,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
-from torch.func import vmap
+from torch import Tensor, nn
 
 from persafl.batches import gather, job_indices
 from persafl.methods import Method
-from persafl.models import LossFn, Params
+from persafl.models import (
+    Params,
+    activations_per_sample,
+    make_batched_grad_fn,
+    make_grad_fn,
+)
 from persafl.schedule import Trace
 
-# Default cap on how many scalars (batch features + parameter copies) one vmap call handles;
-# larger sets of ready jobs are computed in chunks. 2^26 float32 = 256 MB of inputs.
+# Default cap on how many scalars (batch features, activations, parameter copies) one stacked
+# call handles; larger sets of ready jobs are computed in chunks. 2^26 float32 = 256 MB.
 MEMORY_ELEMENTS = 1 << 26
 # Bound on the number of jobs computed ahead of time in one go (bounds stored results).
 MAX_AHEAD_JOBS = 4096
@@ -70,7 +79,7 @@ class JobRunner:
         self,
         method: Method,
         hp: Mapping,
-        loss_fn: LossFn,
+        model: nn.Module,
         x: Tensor,
         y: Tensor,
         train: list[np.ndarray],
@@ -78,12 +87,13 @@ class JobRunner:
         seed: int,
         memory_elements: int = MEMORY_ELEMENTS,
     ) -> None:
-        self.method, self.hp, self.loss_fn = method, dict(hp), loss_fn
+        self.method, self.hp = method, dict(hp)
+        self.grad_fn, self.batched_grad_fn = make_grad_fn(model), make_batched_grad_fn(model)
         self.x, self.y, self.train, self.jobs, self.seed = x, y, train, jobs, seed
         self.steps = int(hp["local_steps"])
         self.batch_size = int(hp["batch_size"])
         self.memory_elements = memory_elements
-        self._vmapped = vmap(method.local_update, in_dims=(0, 0, 0, None, None))
+        self.activations = activations_per_sample(model, tuple(x.shape[1:]))
 
     def indices(self, job: int) -> np.ndarray:
         """Data-set indices [Q, S, B] of ``job``'s batches."""
@@ -98,14 +108,16 @@ class JobRunner:
         )
 
     def one(self, job: int, start: Params) -> Params:
-        """The reference: ``local_update`` of a single job."""
+        """The reference: ``local_update`` of a single job with ``torch.func.grad``."""
         xb, yb = gather(self.x, self.y, self.indices(job))
-        return self.method.local_update(start, xb, yb, self.hp, self.loss_fn)
+        return self.method.local_update(start, xb, yb, self.hp, self.grad_fn)
 
     def chunk_size(self, params: Params) -> int:
-        """Jobs per vmap call so that one call stays within ``memory_elements`` scalars."""
+        """Jobs per stacked call so that one call stays within ``memory_elements`` scalars."""
         features = int(np.prod(self.x.shape[1:]))
         batch = self.steps * self.method.batches_per_step * self.batch_size * (features + 1)
+        # one gradient's forward activations and their gradients
+        batch += 2 * self.batch_size * self.activations
         # parameter copies alive at once in a local step (start, current, grads, temporaries)
         weights = 8 * sum(int(v.numel()) for v in params.values())
         return max(1, self.memory_elements // (batch + weights))
@@ -121,10 +133,11 @@ class JobRunner:
         outputs: list[Params] = []
         for offset in range(0, len(job_ids), size):
             chunk = job_ids[offset : offset + size]
-            indices = np.stack([self.indices(j) for j in chunk])
+            # [Q, S, C, B]: xb[q, s] holds batch (q, s) of every job in the chunk
+            indices = np.stack([self.indices(j) for j in chunk], axis=2)
             xb, yb = gather(self.x, self.y, indices)
             start = {k: v[offset : offset + len(chunk)] for k, v in starts.items()}
-            outputs.append(self._vmapped(start, xb, yb, self.hp, self.loss_fn))
+            outputs.append(self.method.local_update(start, xb, yb, self.hp, self.batched_grad_fn))
         if len(outputs) == 1:
             return outputs[0]
         return {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}

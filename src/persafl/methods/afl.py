@@ -16,11 +16,10 @@ from collections.abc import Mapping
 from torch import Tensor
 
 from persafl.methods.base import (
-    LossFn,
+    GradFn,
     Method,
     Params,
     check_local_steps,
-    grad_of,
     identity_personalize,
     sgd_step,
 )
@@ -34,12 +33,11 @@ DEFAULTS: dict[str, float | int] = {
 }
 
 
-def local_update(params: Params, xb: Tensor, yb: Tensor, hp: Mapping, loss_fn: LossFn) -> Params:
-    """Q steps ``y <- y - local_lr * grad f(y; D_q)``; ``xb`` is [Q, 1, B, *features]."""
-    grad = grad_of(loss_fn)
+def local_update(params: Params, xb: Tensor, yb: Tensor, hp: Mapping, grad_fn: GradFn) -> Params:
+    """Q steps ``y <- y - local_lr * grad f(y; D_q)``; ``xb`` is [Q, 1, (C,) B, *features]."""
     current = dict(params)
     for step in range(check_local_steps(xb, hp)):
-        current = sgd_step(current, grad(current, xb[step, 0], yb[step, 0]), hp["local_lr"])
+        current = sgd_step(current, grad_fn(current, xb[step, 0], yb[step, 0]), hp["local_lr"])
     return current
 
 

@@ -1,10 +1,14 @@
 """The ``Method`` contract and helpers shared by the client-side algorithms.
 
-A method is a bundle of pure functions over explicit parameter dicts (fedjax-style), so the
-executor may run one client at a time or ``torch.func.vmap`` over many clients with the same
-code. The server step (``x <- x - server_lr * (start - new)``) belongs to the engine; a method
-only says how a client turns its downloaded model into a new one (PersA-FL: Toghani, Lee,
-Uribe 2022, Algorithm 1, client side) and how a model is personalized for evaluation.
+A method is a bundle of pure functions over explicit parameter dicts (fedjax-style) that
+receives its gradients from a ``grad_fn(params, x, y) -> grads`` (fedjax's grad_fn): the
+method never differentiates anything itself. All its arithmetic is elementwise on the dicts, so
+the same code runs on one client (``params`` as built, ``xb[q, s]`` [B, ...], the reference
+``models.make_grad_fn``) or on C clients stacked along a leading dimension (``params`` [C, ...],
+``xb[q, s]`` [C, B, ...], ``models.make_batched_grad_fn``); the executor picks. The server
+step (``x <- x - server_lr * (start - new)``) belongs to the engine; a method only says how a
+client turns its downloaded model into a new one (PersA-FL: Toghani, Lee, Uribe 2022,
+Algorithm 1, client side) and how a model is personalized for evaluation.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from persafl.models import LossFn, Params, make_loss_fn
+from persafl.models import GradFn, LossFn, Params, make_loss_fn
 
 __all__ = [
     "HP_NAMES",
+    "GradFn",
     "LossFn",
     "Method",
     "Params",
@@ -49,10 +54,10 @@ HP_NAMES = frozenset(
     }
 )
 
-# Per-client update signature: (params, xb [Q,S,B,...], yb [Q,S,B], hp, loss_fn) -> params.
-LocalUpdate = Callable[[Params, Tensor, Tensor, Mapping, LossFn], Params]
-# Personalization signature: (params, xb [A,B,...], yb [A,B], hp, loss_fn) -> params.
-Personalize = Callable[[Params, Tensor, Tensor, Mapping, LossFn], Params]
+# Update: (params, xb [Q,S,B,...] or [Q,S,C,B,...], yb [Q,S,B] or [Q,S,C,B], hp, grad_fn).
+LocalUpdate = Callable[[Params, Tensor, Tensor, Mapping, GradFn], Params]
+# Personalization: (params, xb [A,B,...] or [A,C,B,...], yb [A,B] or [A,C,B], hp, grad_fn).
+Personalize = Callable[[Params, Tensor, Tensor, Mapping, GradFn], Params]
 
 
 @dataclass(frozen=True)
@@ -86,23 +91,24 @@ def resolve_hp(method: Method, overrides: Mapping[str, float | int] | None = Non
 
 def sgd_step(params: Params, grads: Params, lr: float) -> Params:
     """``params - lr * grads`` key by key (a new dict; nothing is modified in place)."""
-    return {k: p - lr * grads[k] for k, p in params.items()}
+    # torch.add with alpha: one kernel per tensor (the per-op cost dominates small models)
+    return {k: torch.add(p, grads[k], alpha=-lr) for k, p in params.items()}
 
 
 def tree_add(a: Params, b: Params, scale: float = 1.0) -> Params:
     """``a + scale * b`` key by key."""
-    return {k: v + scale * b[k] for k, v in a.items()}
+    return {k: torch.add(v, b[k], alpha=scale) for k, v in a.items()}
 
 
-def grad_of(loss_fn: LossFn) -> Callable[[Params, Tensor, Tensor], Params]:
-    """Gradient of ``loss_fn`` with respect to its parameter dict (``torch.func.grad``)."""
+def grad_of(loss_fn: LossFn) -> GradFn:
+    """A one-client ``grad_fn`` from any scalar ``loss_fn(params, x, y)`` (``torch.func.grad``)."""
     return torch.func.grad(loss_fn)
 
 
 def check_local_steps(xb: Tensor, hp: Mapping) -> int:
     """Number of local steps Q: the leading batch dimension, checked against ``hp``.
 
-    The data shape is the source of truth (it is static under vmap); a disagreeing
+    The data shape is the source of truth (also with stacked clients); a disagreeing
     ``local_steps`` means the executor drew the wrong number of batches.
     """
     steps = int(xb.shape[0])
@@ -113,8 +119,8 @@ def check_local_steps(xb: Tensor, hp: Mapping) -> int:
 
 
 def identity_personalize(
-    params: Params, xb: Tensor, yb: Tensor, hp: Mapping, loss_fn: LossFn
+    params: Params, xb: Tensor, yb: Tensor, hp: Mapping, grad_fn: GradFn
 ) -> Params:
     """No adaptation: the personalized model is the model itself (afl, local)."""
-    del xb, yb, hp, loss_fn  # same signature as the adapting methods
+    del xb, yb, hp, grad_fn  # same signature as the adapting methods
     return dict(params)

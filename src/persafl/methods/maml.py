@@ -27,11 +27,10 @@ from collections.abc import Mapping
 from torch import Tensor
 
 from persafl.methods.base import (
-    LossFn,
+    GradFn,
     Method,
     Params,
     check_local_steps,
-    grad_of,
     sgd_step,
     tree_add,
 )
@@ -51,7 +50,7 @@ DEFAULTS_HF: dict[str, float | int] = {
 
 
 def hessian_vector_fd(
-    params: Params, vector: Params, x: Tensor, y: Tensor, delta: float, loss_fn: LossFn
+    params: Params, vector: Params, x: Tensor, y: Tensor, delta: float, grad_fn: GradFn
 ) -> Params:
     """Central finite difference ``[grad f(p + d v) - grad f(p - d v)] / (2d)`` ~ ``H v``.
 
@@ -60,56 +59,53 @@ def hessian_vector_fd(
     p + d v, so it differs from autograd's almost-everywhere Hessian (measured: relative
     error ~10 for an MNIST MLP at d = 1e-3, ~1e-5 with softplus).
     """
-    grad = grad_of(loss_fn)
-    plus = grad(tree_add(params, vector, delta), x, y)
-    minus = grad(tree_add(params, vector, -delta), x, y)
+    plus = grad_fn(tree_add(params, vector, delta), x, y)
+    minus = grad_fn(tree_add(params, vector, -delta), x, y)
     return {k: (plus[k] - minus[k]) / (2.0 * delta) for k in params}
 
 
 def maml_direction(
-    params: Params, xs: Tensor, ys: Tensor, hp: Mapping, loss_fn: LossFn, hessian_free: bool
+    params: Params, xs: Tensor, ys: Tensor, hp: Mapping, grad_fn: GradFn, hessian_free: bool
 ) -> Params:
-    """Stochastic estimate of ``grad F(params)`` from batches ``xs[0..S-1]`` ([S, B, ...]).
+    """Stochastic estimate of ``grad F(params)`` from batches ``xs[0..S-1]`` ([S, (C,) B, ...]).
 
     FO uses batches 0 (inner step) and 1 (outer gradient); HF adds batch 2 for the
     Hessian-vector product, so all three are independent as Per-FedAvg requires.
     """
-    grad = grad_of(loss_fn)
     alpha = hp["personal_lr"]
-    temp = sgd_step(params, grad(params, xs[0], ys[0]), alpha)
-    outer = grad(temp, xs[1], ys[1])
+    temp = sgd_step(params, grad_fn(params, xs[0], ys[0]), alpha)
+    outer = grad_fn(temp, xs[1], ys[1])
     if not hessian_free:  # a Python flag fixed per method, not data-dependent control flow
         return outer
-    hvp = hessian_vector_fd(params, outer, xs[2], ys[2], hp["hf_delta"], loss_fn)
+    hvp = hessian_vector_fd(params, outer, xs[2], ys[2], hp["hf_delta"], grad_fn)
     return tree_add(outer, hvp, -alpha)
 
 
 def _local_update(
-    params: Params, xb: Tensor, yb: Tensor, hp: Mapping, loss_fn: LossFn, hessian_free: bool
+    params: Params, xb: Tensor, yb: Tensor, hp: Mapping, grad_fn: GradFn, hessian_free: bool
 ) -> Params:
     current = dict(params)
     for step in range(check_local_steps(xb, hp)):
-        direction = maml_direction(current, xb[step], yb[step], hp, loss_fn, hessian_free)
+        direction = maml_direction(current, xb[step], yb[step], hp, grad_fn, hessian_free)
         current = sgd_step(current, direction, hp["local_lr"])
     return current
 
 
-def local_update_fo(params: Params, xb: Tensor, yb: Tensor, hp: Mapping, loss_fn: LossFn) -> Params:
-    """Q first-order MAML steps; ``xb`` is [Q, 2, B, *features]."""
-    return _local_update(params, xb, yb, hp, loss_fn, hessian_free=False)
+def local_update_fo(params: Params, xb: Tensor, yb: Tensor, hp: Mapping, grad_fn: GradFn) -> Params:
+    """Q first-order MAML steps; ``xb`` is [Q, 2, (C,) B, *features]."""
+    return _local_update(params, xb, yb, hp, grad_fn, hessian_free=False)
 
 
-def local_update_hf(params: Params, xb: Tensor, yb: Tensor, hp: Mapping, loss_fn: LossFn) -> Params:
-    """Q Hessian-free MAML steps; ``xb`` is [Q, 3, B, *features]."""
-    return _local_update(params, xb, yb, hp, loss_fn, hessian_free=True)
+def local_update_hf(params: Params, xb: Tensor, yb: Tensor, hp: Mapping, grad_fn: GradFn) -> Params:
+    """Q Hessian-free MAML steps; ``xb`` is [Q, 3, (C,) B, *features]."""
+    return _local_update(params, xb, yb, hp, grad_fn, hessian_free=True)
 
 
-def personalize(params: Params, xb: Tensor, yb: Tensor, hp: Mapping, loss_fn: LossFn) -> Params:
-    """One SGD step of size alpha per training batch in ``xb`` ([A, B, *features])."""
-    grad = grad_of(loss_fn)
+def personalize(params: Params, xb: Tensor, yb: Tensor, hp: Mapping, grad_fn: GradFn) -> Params:
+    """One SGD step of size alpha per training batch in ``xb`` ([A, (C,) B, *features])."""
     current = dict(params)
     for batch in range(int(xb.shape[0])):
-        current = sgd_step(current, grad(current, xb[batch], yb[batch]), hp["personal_lr"])
+        current = sgd_step(current, grad_fn(current, xb[batch], yb[batch]), hp["personal_lr"])
     return current
 
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor
 
-from persafl.methods.base import LossFn, Method, Params, check_local_steps, grad_of
+from persafl.methods.base import GradFn, Method, Params, check_local_steps
 
 DEFAULTS: dict[str, float | int] = {
     "local_steps": 20,  # pFedMe code, MNIST: 20 local iterations
@@ -37,41 +38,47 @@ DEFAULTS: dict[str, float | int] = {
 
 
 def moreau_prox(
-    start: Params, anchor: Params, x: Tensor, y: Tensor, hp: Mapping, loss_fn: LossFn
+    start: Params, anchor: Params, x: Tensor, y: Tensor, hp: Mapping, grad_fn: GradFn
 ) -> Params:
     """Approximate ``argmin_theta f(theta; x, y) + lambda/2 ||theta - anchor||^2``.
 
     ``inner_steps`` gradient steps of size ``personal_lr`` from ``start`` (pFedMe's inner
     solver); converges for personal_lr < 2 / (L + lambda) on an L-smooth f.
     """
-    grad = grad_of(loss_fn)
     lam, lr, decay = hp["moreau_lambda"], hp["personal_lr"], hp.get("weight_decay", 0.0)
+    # theta - lr (g + lam (theta - anchor) + decay theta), regrouped as
+    # keep * theta + (lr lam anchor - lr g): two kernels per tensor, the anchor term hoisted.
+    keep = 1.0 - lr * (lam + decay)
+    pull = {k: (lr * lam) * a for k, a in anchor.items()}
     theta = dict(start)
     for _ in range(int(hp["inner_steps"])):
-        g = grad(theta, x, y)
-        theta = {k: t - lr * (g[k] + lam * (t - anchor[k]) + decay * t) for k, t in theta.items()}
+        g = grad_fn(theta, x, y)
+        theta = {
+            k: torch.add(torch.add(pull[k], g[k], alpha=-lr), t, alpha=keep)
+            for k, t in theta.items()
+        }
     return theta
 
 
-def local_update(params: Params, xb: Tensor, yb: Tensor, hp: Mapping, loss_fn: LossFn) -> Params:
-    """Q Moreau-envelope steps ``y <- y - local_lr * lambda (y - theta(y))``; xb [Q, 1, B, ...]."""
+def local_update(params: Params, xb: Tensor, yb: Tensor, hp: Mapping, grad_fn: GradFn) -> Params:
+    """Q steps ``y <- y - local_lr * lambda (y - theta(y))``; ``xb`` is [Q, 1, (C,) B, ...]."""
     lam, lr = hp["moreau_lambda"], hp["local_lr"]
     current = dict(params)
     for step in range(check_local_steps(xb, hp)):
-        theta = moreau_prox(current, current, xb[step, 0], yb[step, 0], hp, loss_fn)
-        current = {k: v - lr * lam * (v - theta[k]) for k, v in current.items()}
+        theta = moreau_prox(current, current, xb[step, 0], yb[step, 0], hp, grad_fn)
+        current = {k: torch.add(v, v - theta[k], alpha=-lr * lam) for k, v in current.items()}
     return current
 
 
-def personalize(params: Params, xb: Tensor, yb: Tensor, hp: Mapping, loss_fn: LossFn) -> Params:
-    """theta_i(x): ``inner_steps`` prox steps per training batch in ``xb`` ([A, B, ...]).
+def personalize(params: Params, xb: Tensor, yb: Tensor, hp: Mapping, grad_fn: GradFn) -> Params:
+    """theta_i(x): ``inner_steps`` prox steps per training batch in ``xb`` ([A, (C,) B, ...]).
 
     The anchor stays the model x for every batch; theta carries over between batches so more
     batches refine the same inner minimizer.
     """
     theta = dict(params)
     for batch in range(int(xb.shape[0])):
-        theta = moreau_prox(theta, params, xb[batch], yb[batch], hp, loss_fn)
+        theta = moreau_prox(theta, params, xb[batch], yb[batch], hp, grad_fn)
     return theta
 
 
