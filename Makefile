@@ -20,7 +20,7 @@ reproduce: $(STAMP)
 	snakemake --cores $(CORES) --configfile config/synthetic.yaml
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/pytest -q -rs
 
 paper: $(STAMP)

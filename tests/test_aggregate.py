@@ -15,11 +15,10 @@ from persafl.aggregate import (
     AggregationError,
     curves_table,
     final_table,
-    load_runs,
-    main,
     parse_identity,
     summary_table,
 )
+from persafl.aggregate_cli import load_runs, main
 
 UPDATES = (0, 50, 100)
 

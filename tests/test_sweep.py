@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from persafl import sweep
+from persafl import sweep, sweep_cli
 from persafl.config import resolve_run_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +106,7 @@ def test_merge_order_later_wins(tmp_path):
 def test_cli_writes_the_same_run_config(tmp_path):
     out = tmp_path / "run.yaml"
     args = ["--config", str(CONFIGS["test"]), "--override", '{"seeds": [0, 9]}']
-    rc = sweep.main(
+    rc = sweep_cli.main(
         [
             "run-config",
             *args,
@@ -132,7 +132,7 @@ def test_cli_writes_the_same_run_config(tmp_path):
 
 
 def test_cli_reports_an_unknown_run_for_people(tmp_path, capsys):
-    rc = sweep.main(
+    rc = sweep_cli.main(
         [
             "run-config",
             "--config",

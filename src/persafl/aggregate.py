@@ -1,6 +1,7 @@
 """Aggregate finished training runs into tidy tables and the paper's final-accuracy table.
 
-Usage (the CLI is what the Snakemake aggregate rule calls)::
+Usage (the CLI, in :mod:`persafl.aggregate_cli` with the reading of run directories, is what
+the Snakemake aggregate rules call)::
 
     python -m persafl.aggregate --runs RUN [RUN ...] [--runs-file LIST] \
         [--partitions NAME=PARTITION_COUNTS_CSV ...] --out-dir results/tables
@@ -37,14 +38,10 @@ diverged run may have none); ``n_diverged`` says how many runs diverged.
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import math
-import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,9 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from persafl.style import format_latex, format_markdown, method_label, method_sort_key
-
-log = logging.getLogger(__name__)
+from persafl.style import method_label, method_sort_key
 
 IDENTITY_KEYS: tuple[str, ...] = ("dataset", "partition", "method", "tau", "seed")
 INTEGER_KEYS: frozenset[str] = frozenset({"tau", "seed"})
@@ -262,117 +257,7 @@ def validate_partition_counts(df: pd.DataFrame, source: str | Path) -> pd.DataFr
     return counts.sort_values("client", kind="mergesort").reset_index(drop=True)
 
 
-# ------------------------------------------------------------------------------- I/O (CLI)
+if __name__ == "__main__":  # `python -m persafl.aggregate ...`: the CLI is persafl.aggregate_cli
+    from persafl.aggregate_cli import main
 
-
-def resolve_run_dir(path: str | Path) -> Path:
-    """A run directory from itself or from a file inside it (summary.json, metrics.csv)."""
-    p = Path(path)
-    return p.parent if p.suffix in {".json", ".csv"} else p
-
-
-def load_run(run_dir: Path) -> RunResult | None:
-    """Read one run; ``None`` (with a warning) when its status does not count."""
-    identity = parse_identity(run_dir)
-    summary_path = run_dir / "summary.json"
-    if not summary_path.is_file():
-        raise AggregationError(f"run directory {run_dir}: no summary.json (incomplete run)")
-    try:
-        summary = json.loads(summary_path.read_text())
-    except json.JSONDecodeError as err:
-        raise AggregationError(f"{summary_path}: not valid JSON ({err})") from err
-    if not isinstance(summary, dict) or "status" not in summary:
-        raise AggregationError(f"{summary_path}: no 'status' field")
-    if summary["status"] not in COUNTED_STATUSES:
-        log.warning("skipping %s: status %r", run_dir, summary["status"])
-        return None
-    metrics_path = run_dir / "metrics.csv"
-    if not metrics_path.is_file():
-        raise AggregationError(f"run directory {run_dir}: no metrics.csv")
-    try:
-        raw = pd.read_csv(metrics_path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
-        raise AggregationError(f"{metrics_path}: unreadable CSV ({err})") from err
-    return RunResult(run_dir, identity, validate_metrics(raw, metrics_path), summary)
-
-
-def load_runs(paths: Iterable[str | Path]) -> list[RunResult]:
-    """Read every counted run; two directories with the same identity are an error."""
-    runs: dict[tuple[Any, ...], RunResult] = {}
-    for run_dir in dict.fromkeys(resolve_run_dir(p) for p in paths):
-        run = load_run(run_dir)
-        if run is None:
-            continue
-        key = tuple(run.identity[k] for k in IDENTITY_KEYS)
-        if key in runs:
-            raise AggregationError(f"runs {runs[key].run_dir} and {run_dir} have one identity")
-        runs[key] = run
-    return list(runs.values())
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
-
-
-def _read_runs_file(path: Path) -> list[str]:
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; see the module docstring."""
-    parser = argparse.ArgumentParser(
-        prog="python -m persafl.aggregate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--runs", nargs="*", default=[], help="run directories (or files in them)")
-    parser.add_argument("--runs-file", type=Path, help="text file: one run path per line")
-    parser.add_argument(
-        "--partitions",
-        nargs="*",
-        default=[],
-        metavar="NAME=CSV",
-        help="partition_counts.csv to copy as partition_NAME.csv",
-    )
-    parser.add_argument("--out-dir", type=Path, required=True)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-
-    paths = list(args.runs) + (_read_runs_file(args.runs_file) if args.runs_file else [])
-    try:
-        partitions = {}
-        for spec in args.partitions:
-            name, sep, csv_path = spec.partition("=")
-            if not sep or not name or not csv_path:
-                raise AggregationError(f"--partitions {spec!r}: expected NAME=PATH")
-            partitions[name] = validate_partition_counts(pd.read_csv(csv_path), csv_path)
-        outputs: dict[str, str] = {}
-        if paths or not partitions:  # --partitions alone copies the counts, nothing else
-            runs = load_runs(paths)
-            final = final_table(runs)
-            table = summary_table(final)
-            outputs = {
-                "curves.csv": curves_table(runs).to_csv(index=False),
-                "final.csv": final.to_csv(index=False),
-                "table_final.csv": table.to_csv(index=False),
-                "table_final.md": format_markdown(table),
-                "table_final.tex": format_latex(table),
-            }
-            log.info("aggregated %d runs", len(runs))
-    except (AggregationError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    for name, counts in partitions.items():
-        outputs[f"partition_{name}.csv"] = counts.to_csv(index=False)
-    for name, text in outputs.items():
-        _write_atomic(args.out_dir / name, text)
-    log.info("wrote %s into %s", ", ".join(outputs), args.out_dir)
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -2,15 +2,15 @@
 
 A sweep is data sets x partitions x methods x staleness bounds x seeds; ``local`` ignores
 staleness and runs at bound 0 only. The functions here are pure (dict in, dict/list out) so that
-the workflow (workflow/rules/common.smk) and the tests call the same code; the CLI writes one run
-config for the workflow's light ``run_config`` rule::
+the workflow (workflow/rules/common.smk) and the tests call the same code. The CLI (in
+:mod:`persafl.sweep_cli`, run as ``python -m persafl.sweep``) writes one run config for the
+workflow's light ``run_config`` rule::
 
     python -m persafl.sweep run-config --config config/test.yaml --dataset synthetic \
         --partition natural --method afl --tau 4 --seed 0 --out run.yaml
     python -m persafl.sweep partition-config --config config/test.yaml --dataset synthetic \
         --partition natural --seed 0 --out partition.yaml
     python -m persafl.sweep list --config config/test.yaml          # one run directory a line
-    python -m persafl.sweep manifest --config config/test.yaml --out manifest.json FIGURE...
 
 The sweep config is validated against workflow/schemas/config.schema.yaml, filling in the
 schema's defaults exactly as ``snakemake.utils.validate`` does, so the CLI and the workflow see
@@ -19,11 +19,9 @@ the same resolved config.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -277,114 +275,7 @@ def config_hash(cfg: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def git_commit(repo: str | Path) -> str:
-    """HEAD of the git repository at ``repo`` (``+dirty`` if modified), or ``unknown``."""
+if __name__ == "__main__":  # `python -m persafl.sweep ...`: the CLI lives in persafl.sweep_cli
+    from persafl.sweep_cli import main
 
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    try:
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        dirty = False
-    return commit + ("+dirty" if dirty else "")
-
-
-def manifest(cfg: Mapping[str, Any], files: Sequence[str | Path], repo: str | Path) -> dict:
-    """What produced the paper figures: files (with sha256), config hash, commit."""
-    entries = []
-    for path in files:
-        data = Path(path).read_bytes()
-        entries.append(
-            {
-                "file": Path(path).name,
-                "path": str(path),
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "bytes": len(data),
-            }
-        )
-    return {
-        "config_hash": config_hash(cfg),
-        "git_commit": git_commit(repo),
-        "datasets": datasets(cfg),
-        "methods": list(cfg["methods"]),
-        "staleness_bounds": list(cfg["staleness_bounds"]),
-        "seeds": list(cfg["seeds"]),
-        "figures": entries,
-    }
-
-
-# ---- CLI -------------------------------------------------------------------------------------
-
-
-def _write(obj: Any, out: str, as_json: bool = False) -> None:
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    text = json.dumps(obj, indent=2) + "\n" if as_json else yaml.safe_dump(obj, sort_keys=False)
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m persafl.sweep", description=__doc__.split("\n")[0]
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        action="append",
-        required=True,
-        help="sweep config YAML (repeat to merge, later wins)",
-    )
-    common.add_argument(
-        "--override",
-        default="{}",
-        help="JSON mapping merged over the files (snakemake --config values)",
-    )
-    common.add_argument("--schema", default=str(SCHEMA), help="JSON schema of the sweep config")
-    run = sub.add_parser("run-config", parents=[common], help="write one run's config")
-    for name in ("--dataset", "--partition", "--method"):
-        run.add_argument(name, required=True)
-    run.add_argument("--tau", type=int, required=True)
-    run.add_argument("--seed", type=int, required=True)
-    run.add_argument("--out", required=True)
-    part = sub.add_parser("partition-config", parents=[common], help="write a partition's config")
-    part.add_argument("--dataset", required=True)
-    part.add_argument("--partition", required=True)
-    part.add_argument("--seed", type=int, required=True)
-    part.add_argument("--out", required=True)
-    sub.add_parser("list", parents=[common], help="print the run directories")
-    man = sub.add_parser("manifest", parents=[common], help="write paper_figures/manifest.json")
-    man.add_argument("--out", required=True)
-    man.add_argument("--repo", default=".", help="git repository whose commit is recorded")
-    man.add_argument("files", nargs="*")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_sweep_config(args.config, json.loads(args.override), args.schema)
-        if args.command == "run-config":
-            _write(
-                run_config(cfg, args.dataset, args.partition, args.method, args.tau, args.seed),
-                args.out,
-            )
-        elif args.command == "partition-config":
-            _write(partition_run_config(cfg, args.dataset, args.partition, args.seed), args.out)
-        elif args.command == "list":
-            print("\n".join(run_dir(k) for k in run_keys(cfg)))
-        else:
-            _write(manifest(cfg, args.files, args.repo), args.out, as_json=True)
-    except (SweepError, OSError, yaml.YAMLError, json.JSONDecodeError) as err:
-        print(f"persafl.sweep: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from persafl import sweep
+from persafl import manifest, sweep
 
 validate(config, "../schemas/config.schema.yaml")
 try:
@@ -58,15 +58,13 @@ def summary_paths(keys):
 
 
 def figure_partition(dataset):
-    """The partition a data set's single-partition figures show: its first one."""
-    return next(iter(config["datasets"][dataset]["partitions"]))
+    """The partition a data set's single-partition figures show (as the manifest records)."""
+    return manifest.figure_partition(config, dataset)
 
 
 def paper_figures():
-    figs = [f"paper_figures/fig_{kind}_{d}.{ext}"
-            for d in DATASETS for kind in ("accuracy", "staleness", "partition")
-            for ext in ("pdf", "png")]
-    return figs + [f"paper_figures/table_final.{ext}" for ext in ("csv", "md", "tex")]
+    """The figures and table copies of paper_figures/, as persafl.manifest lists them."""
+    return manifest.paper_outputs(config)
 
 
 def all_outputs():

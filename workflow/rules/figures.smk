@@ -1,5 +1,6 @@
 # Paper figures, each from an aggregated table only (never from raw runs), and the manifest
-# that records which config and commit produced them.
+# that records, for every figure, the table and arguments it was drawn from (the list, tables
+# and arguments are persafl.manifest.figure_specs: the figures can be redrawn from the tables).
 
 
 rule fig_accuracy:
@@ -91,5 +92,5 @@ rule manifest:
     conda:
         ENV
     shell:
-        "python -m persafl.sweep manifest {params.sweep} --repo {params.repo} --out {output}"
+        "python -m persafl.manifest {params.sweep} --repo {params.repo} --out {output}"
         " {input} > {log} 2>&1"

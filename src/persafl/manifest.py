@@ -1,0 +1,267 @@
+"""The manifest of the paper figures: what each file was drawn from, so it can be redrawn.
+
+Every figure is a pure function of one aggregated table and a few arguments; the manifest
+records them, so the committed figures can be redrawn from the committed tables alone
+(tests/test_committed_figures.py does, byte for byte). The figure rules
+(workflow/rules/figures.smk) and the manifest take the figure list, tables and arguments from
+:func:`figure_specs`; the workflow's manifest rule calls the CLI::
+
+    python -m persafl.manifest --config config/synthetic.yaml [--override JSON] \
+        [--repo .] --out paper_figures/manifest.json FILE...
+
+``FILE...`` are the paper_figures outputs (figures and table copies); each must be one that
+:func:`figure_specs` / :data:`TABLE_COPIES` names for this config. Paths in the manifest are
+relative to the workflow directory (the folder holding ``paper_figures/`` and ``results/``).
+
+Format (``"format": 2``)::
+
+    {"format": 2,
+     "config": {"hash": H, "files": [{"path": "config/synthetic.yaml", "sha256": ...}],
+                "overrides": {...}},
+     "config_hash": H, "git_commit": ..., "datasets": [...], "methods": [...],
+     "staleness_bounds": [...], "seeds": [...],
+     "figures": [{"file": "fig_accuracy_D.pdf", "path": "paper_figures/fig_accuracy_D.pdf",
+                  "kind": "accuracy", "table": "results/tables/dataset~D/tau~T/curves.csv",
+                  "table_sha256": ..., "args": {"dataset": D, "tau": T, "partition": P},
+                  "command": "python -m persafl.figures accuracy ...",
+                  "sha256": ..., "bytes": ...}, ...],
+     "tables": [{"file": "table_final.csv", "path": "paper_figures/table_final.csv",
+                 "table": "results/tables/table_final.csv", "sha256": ..., "bytes": ...}, ...]}
+
+A figure's PDF and its PNG (written beside it by the same command) are two entries with the
+same kind, table and args.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from persafl import sweep
+
+MANIFEST_FORMAT = 2
+FIGURES_DIR = "paper_figures"
+TABLES_DIR = "results/tables"
+# figure kind -> the persafl.figures option naming its table
+TABLE_OPTIONS: dict[str, str] = {
+    "accuracy": "--curves",
+    "staleness": "--final",
+    "partition": "--counts",
+}
+# paper_figures copy -> the aggregated table it copies
+TABLE_COPIES: dict[str, str] = {
+    f"{FIGURES_DIR}/table_final.{ext}": f"{TABLES_DIR}/table_final.{ext}"
+    for ext in ("csv", "md", "tex")
+}
+
+
+class ManifestError(ValueError):
+    """A file that no figure spec names, or a spec's file missing; the message names it."""
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One paper figure: ``python -m persafl.figures KIND --TABLE table --ARG value ...``."""
+
+    kind: str
+    dataset: str
+    table: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pdf(self) -> str:
+        return f"{FIGURES_DIR}/fig_{self.kind}_{self.dataset}.pdf"
+
+    @property
+    def outputs(self) -> tuple[str, str]:
+        """The PDF and the PNG the figure CLI writes beside it."""
+        return self.pdf, self.pdf.removesuffix(".pdf") + ".png"
+
+
+def figure_partition(cfg: Mapping[str, Any], dataset: str) -> str:
+    """The partition a data set's single-partition figures show: its first one."""
+    return next(iter(cfg["datasets"][dataset]["partitions"]))
+
+
+def figure_specs(cfg: Mapping[str, Any]) -> list[FigureSpec]:
+    """Every paper figure of the sweep, per data set: accuracy, staleness, partition."""
+    tau = int(cfg["figures"]["accuracy_tau"])
+    specs = []
+    for dataset in sweep.datasets(cfg):
+        partition = figure_partition(cfg, dataset)
+        tables = f"{TABLES_DIR}/dataset~{dataset}"
+        specs += [
+            FigureSpec(
+                "accuracy",
+                dataset,
+                f"{tables}/tau~{tau}/curves.csv",
+                {"dataset": dataset, "tau": tau, "partition": partition},
+            ),
+            FigureSpec(
+                "staleness",
+                dataset,
+                f"{tables}/final.csv",
+                {"dataset": dataset, "partition": partition},
+            ),
+            FigureSpec("partition", dataset, f"{TABLES_DIR}/partition_{dataset}.csv"),
+        ]
+    return specs
+
+
+def paper_outputs(cfg: Mapping[str, Any]) -> list[str]:
+    """Every file under paper_figures/ but the manifest, in manifest order."""
+    return [f for spec in figure_specs(cfg) for f in spec.outputs] + list(TABLE_COPIES)
+
+
+def figure_argv(kind: str, table: str | Path, args: Mapping[str, Any], out: str | Path) -> list:
+    """The ``persafl.figures`` arguments that draw a figure (None values are left out)."""
+    if kind not in TABLE_OPTIONS:
+        raise ManifestError(f"unknown figure kind {kind!r}; expected one of {list(TABLE_OPTIONS)}")
+    argv = [kind, TABLE_OPTIONS[kind], str(table)]
+    for name, value in args.items():
+        if value is not None:
+            argv += [f"--{name}", str(value)]
+    return [*argv, "--out", str(out)]
+
+
+def sha256_of(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def git_commit(repo: str | Path) -> str:
+    """HEAD of the git repository at ``repo`` (``+dirty`` if modified), or ``unknown``."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    try:
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        dirty = False
+    return commit + ("+dirty" if dirty else "")
+
+
+def _relative(path: str | Path, repo: Path) -> str:
+    """``path`` relative to the repository when inside it (the manifest is committed)."""
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(repo.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _file_entry(path: str, root: Path) -> dict[str, Any]:
+    data = (root / path).read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    return {"file": Path(path).name, "path": path, "sha256": sha, "bytes": len(data)}
+
+
+def build_manifest(
+    cfg: Mapping[str, Any],
+    files: Sequence[str | Path],
+    *,
+    root: str | Path = ".",
+    repo: str | Path = ".",
+    config_files: Sequence[str | Path] = (),
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The manifest of ``files`` (paths relative to the workflow directory ``root``).
+
+    ``files`` must be exactly :func:`paper_outputs` of ``cfg`` (in any order): a file the
+    config does not draw, or one it draws that is not given, is a :class:`ManifestError`.
+    """
+    root = Path(root)
+    given = {Path(f).as_posix() for f in files}
+    expected = paper_outputs(cfg)
+    unknown = sorted(given - set(expected))
+    if unknown:
+        raise ManifestError(f"no figure or table of this sweep config is drawn as {unknown}")
+    absent = [f for f in expected if f not in given]
+    if absent:
+        raise ManifestError(f"files of this sweep config not given: {absent}")
+    figures = []
+    for spec in figure_specs(cfg):
+        argv = figure_argv(spec.kind, spec.table, spec.args, spec.pdf)
+        command = shlex.join(["python", "-m", "persafl.figures", *argv])
+        for path in spec.outputs:
+            entry = _file_entry(path, root)
+            figures.append(
+                {
+                    "file": entry["file"],
+                    "path": path,
+                    "kind": spec.kind,
+                    "table": spec.table,
+                    "table_sha256": sha256_of(root / spec.table),
+                    "args": dict(spec.args),
+                    "command": command,
+                    "sha256": entry["sha256"],
+                    "bytes": entry["bytes"],
+                }
+            )
+    tables = []
+    for path, table in TABLE_COPIES.items():
+        entry = _file_entry(path, root)
+        tables.append({**entry, "table": table})
+    repo = Path(repo)
+    return {
+        "format": MANIFEST_FORMAT,
+        "config": {
+            "hash": sweep.config_hash(cfg),
+            "files": [{"path": _relative(f, repo), "sha256": sha256_of(f)} for f in config_files],
+            "overrides": dict(overrides or {}),
+        },
+        "config_hash": sweep.config_hash(cfg),
+        "git_commit": git_commit(repo),
+        "datasets": sweep.datasets(cfg),
+        "methods": list(cfg["methods"]),
+        "staleness_bounds": list(cfg["staleness_bounds"]),
+        "seeds": list(cfg["seeds"]),
+        "figures": figures,
+        "tables": tables,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; see the module docstring."""
+    from persafl.sweep_cli import add_config_arguments, write_atomic
+
+    parser = argparse.ArgumentParser(
+        prog="python -m persafl.manifest",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_arguments(parser)
+    parser.add_argument("--out", required=True, help="the manifest JSON to write")
+    parser.add_argument("--repo", default=".", help="git repository whose commit is recorded")
+    parser.add_argument("files", nargs="+", help="paper_figures files (figures, table copies)")
+    args = parser.parse_args(argv)
+    try:
+        overrides = json.loads(args.override)
+        cfg = sweep.load_sweep_config(args.config, overrides, args.schema)
+        manifest = build_manifest(
+            cfg, args.files, repo=args.repo, config_files=args.config, overrides=overrides
+        )
+        write_atomic(json.dumps(manifest, indent=2) + "\n", args.out)
+    except (sweep.SweepError, ManifestError, OSError, json.JSONDecodeError) as err:
+        print(f"persafl.manifest: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {len(manifest['figures'])} figures, {len(manifest['tables'])} tables")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

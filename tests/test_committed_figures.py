@@ -1,0 +1,75 @@
+"""The committed paper figures are a pure function of the committed tables.
+
+For every figure in paper_figures/manifest.json, redraw it from the committed table under
+results/tables/ with the recorded arguments and compare bytes with the committed file and the
+manifest's sha256; the table copies in paper_figures/ must equal results/tables' files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from persafl import figures
+from persafl.manifest import MANIFEST_FORMAT, figure_argv
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFEST = REPO / "paper_figures" / "manifest.json"
+pytestmark = pytest.mark.skipif(
+    not MANIFEST.is_file(),
+    reason="no paper_figures/manifest.json: no committed figures (make reproduce writes them)",
+)
+
+
+def load_manifest() -> dict:
+    return json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def draws() -> list[tuple[str, str, dict]]:
+    """Distinct (kind, table, args) of the manifest's figures: one CLI call each (PDF + PNG)."""
+    seen: dict[str, tuple[str, str, dict]] = {}
+    for entry in load_manifest().get("figures", []):
+        pdf = entry["path"].removesuffix(".png").removesuffix(".pdf") + ".pdf"
+        seen.setdefault(pdf, (entry["kind"], entry["table"], entry["args"]))
+    return [(pdf, *spec) for pdf, spec in seen.items()]
+
+
+def test_manifest_lists_every_committed_figure_and_table():
+    manifest = load_manifest()
+    assert manifest["format"] == MANIFEST_FORMAT
+    listed = {e["file"] for e in manifest["figures"]} | {e["file"] for e in manifest["tables"]}
+    on_disk = {p.name for p in (REPO / "paper_figures").iterdir() if p.name != "manifest.json"}
+    assert listed == on_disk
+    assert manifest["config"]["hash"] == manifest["config_hash"]
+    for config_file in manifest["config"]["files"]:
+        assert sha256(REPO / config_file["path"]) == config_file["sha256"], config_file["path"]
+
+
+@pytest.mark.parametrize(("pdf", "kind", "table", "args"), draws(), ids=lambda v: str(v))
+def test_committed_figure_is_redrawn_byte_identically(pdf, kind, table, args, tmp_path):
+    entries = {e["path"]: e for e in load_manifest()["figures"] if e["kind"] == kind}
+    assert (REPO / table).is_file(), f"{table} (drawn into {pdf}) is not committed"
+    assert sha256(REPO / table) == entries[pdf]["table_sha256"], (
+        f"{table} changed after {pdf} was drawn: rerun the workflow's figure and manifest jobs"
+    )
+    out = tmp_path / Path(pdf).name
+    assert figures.main(figure_argv(kind, REPO / table, args, out)) == 0
+    for path in (pdf, pdf.removesuffix(".pdf") + ".png"):
+        entry = entries[path]
+        redrawn = (tmp_path / Path(path).name).read_bytes()
+        assert hashlib.sha256(redrawn).hexdigest() == entry["sha256"], path
+        assert redrawn == (REPO / path).read_bytes(), f"{path} differs from its redraw"
+
+
+def test_table_copies_equal_the_aggregated_tables():
+    for entry in load_manifest()["tables"]:
+        committed = (REPO / entry["path"]).read_bytes()
+        assert committed == (REPO / entry["table"]).read_bytes(), entry["path"]
+        assert hashlib.sha256(committed).hexdigest() == entry["sha256"], entry["path"]
