@@ -20,7 +20,7 @@ def minimal(**overrides) -> dict:
 def test_defaults_are_filled_in_and_method_hp_merged():
     config = resolve_run_config(minimal(method={"name": "persafl_me", "hp": {"local_steps": 3}}))
     assert config["seed"] == 0
-    assert config["backend"] == "vectorized" and config["device"] == "auto"
+    assert config["backend"] == "auto" and config["device"] == "auto"
     assert config["eval"] == {"every": 50}
     assert config["partition"]["test_fraction"] == 0.25
     hp = config["method"]["hp"]

@@ -259,3 +259,36 @@ def test_personalization_beats_the_global_model(name):
     assert last["update"] == 100
     assert last["personal_acc_ca"] - last["global_acc_ca"] > 0.05
     assert last["personal_acc_sw"] > last["global_acc_sw"]
+
+
+def test_auto_backend_loops_over_clients_only_for_convolutions_on_a_cpu():
+    from persafl.executor import resolve_backend
+    from persafl.models import build_model
+
+    cpu = torch.device("cpu")
+    assert resolve_backend(build_model("cnn", (1, 28, 28), 10), cpu) == "sequential"
+    assert resolve_backend(build_model("mlp", (60,), 10, hidden=20), cpu) == "vectorized"
+    assert resolve_backend(build_model("cnn", (1, 28, 28), 10), torch.device("cuda")) == (
+        "vectorized"
+    )
+
+
+def test_stacked_chunks_keep_large_models_within_the_cache():
+    from persafl import methods
+    from persafl.jobs import CACHE_ELEMENTS, JobRunner, JobTable
+    from persafl.models import build_model, init_params
+    from persafl.schedule import ScheduleConfig, make_trace
+
+    model = build_model("mlp", (784,), 10, hidden=100)
+    params = init_params(model, 0)
+    method = methods.get("afl")
+    hp = methods.resolve_hp(method, {"local_steps": 2, "batch_size": 4})
+    trace = make_trace(
+        ScheduleConfig.from_dict({"model": "delay", "staleness_bound": 0, "num_updates": 3}), 2, 0
+    )
+    x, y = torch.zeros(8, 784), torch.zeros(8, dtype=torch.long)
+    train = [np.arange(4), np.arange(4, 8)]
+    runner = JobRunner(method, hp, model, x, y, train, JobTable.from_trace(trace), 0)
+    numel = sum(v.numel() for v in params.values())
+    size = runner.chunk_size(params)
+    assert 1 <= size and 3 * numel * size <= CACHE_ELEMENTS < 3 * numel * (size + 1)

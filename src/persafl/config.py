@@ -9,7 +9,7 @@ A run config (docs/design.md "Run config") is a nested mapping::
     method:    {name: persafl_me, hp: {local_steps: 20, ...}}
     schedule:  {model: clock, staleness_bound: 8, ..., num_updates: 1000}
     eval:      {every: 50}
-    backend: vectorized        # vectorized | sequential
+    backend: auto              # auto | vectorized | sequential (auto: see executor)
     device: auto               # auto | cpu | cuda
 
 :func:`resolve_run_config` fills in defaults, rejects unknown keys and bad values with a
@@ -45,11 +45,11 @@ DEFAULTS: dict[str, Any] = {
     "method": {"name": "afl", "hp": {}},
     "schedule": {},
     "eval": {"every": 50},
-    "backend": "vectorized",
+    "backend": "auto",
     "device": "auto",
 }
 
-BACKENDS = ("vectorized", "sequential")
+BACKENDS = ("auto", "vectorized", "sequential")
 DEVICES = ("auto", "cpu", "cuda")
 
 

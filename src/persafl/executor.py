@@ -56,7 +56,7 @@ from persafl.schedule import Trace
 if TYPE_CHECKING:
     from persafl.partition import Partition
 
-BACKENDS = ("vectorized", "sequential")
+BACKENDS = ("auto", "vectorized", "sequential")
 ROW_PREFIX = ("update", "time", "grad_evals", "staleness_mean", "staleness_max", "dropped")
 
 
@@ -79,6 +79,17 @@ class _Stop(Exception):
     """Raised inside the loop when the run diverges."""
 
 
+def resolve_backend(model: nn.Module, device: torch.device) -> str:
+    """``auto``: stack clients, except convolutional models on a CPU.
+
+    Stacked convolutions (one grouped convolution over all clients) measured 1.2-4x slower than
+    a per-client loop on a CPU, where a convolution's cost is arithmetic, not call overhead
+    (benchmarks/README.md); linear models gain from stacking everywhere.
+    """
+    has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+    return "sequential" if has_conv and device.type == "cpu" else "vectorized"
+
+
 def run(
     trace: Trace,
     method: Method,
@@ -87,7 +98,7 @@ def run(
     data: Dataset,
     partition: Partition,
     seed: int,
-    backend: str = "vectorized",
+    backend: str = "auto",
     eval_every: int = 50,
     callback: Callable[[dict[str, Any]], None] | None = None,
     *,
@@ -120,6 +131,8 @@ def run(
         raise ValueError(f"eval_every: got {eval_every!r}, expected an integer >= 1")
     x, y = data.x.to(device), data.y.to(device)
     model = model.to(device)
+    if backend == "auto":
+        backend = resolve_backend(model, x.device)
     if init is None:
         init = init_params(model, seed, device=x.device)
     params = {name: value.to(x.device) for name, value in init.items()}
