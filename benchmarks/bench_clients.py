@@ -49,6 +49,13 @@ from pathlib import Path
 
 METHODS = ("afl", "persafl_maml_fo", "persafl_maml_hf", "persafl_me")
 INPUT_SHAPE = (1, 28, 28)
+# workload -> (model name, input shape, model params): MNIST-shaped MLP and CNN, and pFedMe's
+# Synthetic MLP 60-20-10 (the model of the embedded default)
+WORKLOADS = {
+    "mlp": ("mlp", INPUT_SHAPE, {}),
+    "cnn": ("cnn", INPUT_SHAPE, {}),
+    "mlp_synthetic": ("mlp", (60,), {"hidden": 20}),
+}
 NUM_CLASSES = 10
 BATCH_SIZE = 20
 
@@ -57,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[20, 100, 1000])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--workloads", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
+    parser.add_argument("--workloads", nargs="+", default=["mlp", "cnn"], choices=list(WORKLOADS))
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--local-steps", type=int, default=20, help="Q per MLP client job")
     parser.add_argument(
@@ -80,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also time persafl.executor.run (both backends) on these schedules",
     )
     parser.add_argument("--engine-clients", type=int, nargs="+", default=[20, 100])
-    parser.add_argument("--engine-workloads", nargs="+", default=["mlp"], choices=["mlp", "cnn"])
+    parser.add_argument("--engine-workloads", nargs="+", default=["mlp"], choices=list(WORKLOADS))
     parser.add_argument("--engine-jobs", type=int, default=200, help="client jobs per engine run")
     parser.add_argument("--staleness-bound", type=int, default=8, help="for --engine delay")
     parser.add_argument("--skip-kernel", action="store_true", help="only the --engine part")
@@ -136,13 +143,13 @@ def matmul_gflops(n: int = 2048, seconds: float = 2.0) -> float:
     return 2.0 * n**3 / best / 1e9
 
 
-def flops_per_step(method, hp, grad_fn, params) -> float:
+def flops_per_step(method, hp, grad_fn, params, input_shape=INPUT_SHAPE) -> float:
     """Matmul/conv FLOPs of one local step of ONE client (FlopCounterMode, fwd + bwd)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     s = method.batches_per_step
-    x = torch.randn(1, s, BATCH_SIZE, *INPUT_SHAPE)
+    x = torch.randn(1, s, BATCH_SIZE, *input_shape)
     y = torch.randint(0, NUM_CLASSES, (1, s, BATCH_SIZE))
     with FlopCounterMode(display=False) as counter:
         method.local_update(params, x, y, {**hp, "local_steps": 1}, grad_fn)
@@ -230,7 +237,7 @@ def engine_rate(workload, method, hp, clients, schedule, backend, args):
     n = clients * (per_train + per_test)
     data = Dataset(
         "random",
-        torch.randn(n, *INPUT_SHAPE, generator=gen),
+        torch.randn(n, *WORKLOADS[workload][1], generator=gen),
         torch.randint(0, NUM_CLASSES, (n,), generator=gen),
         NUM_CLASSES,
         None,
@@ -251,7 +258,8 @@ def engine_rate(workload, method, hp, clients, schedule, backend, args):
             model="delay", staleness_bound=args.staleness_bound, num_updates=updates
         )
     trace = make_trace(cfg, clients, seed=0)
-    model = build_model(workload, INPUT_SHAPE, NUM_CLASSES)
+    name_, shape_, kw_ = WORKLOADS[workload]
+    model = build_model(name_, shape_, NUM_CLASSES, **kw_)
     warm = make_trace(ScheduleConfig("barrier", 0, 1), clients, seed=0)
     run_engine(warm, method, {**hp, "local_steps": 1}, model, data, partition, 0, backend)
     stamps: list[float] = []
@@ -331,14 +339,15 @@ def run(args: argparse.Namespace) -> list[dict]:
     rows: list[dict] = []
     flops_of: dict[tuple[str, str], float] = {}
     for workload in args.workloads:
-        model = build_model(workload, INPUT_SHAPE, NUM_CLASSES)
+        name_, shape_, kw_ = WORKLOADS[workload]
+        model = build_model(name_, shape_, NUM_CLASSES, **kw_)
         grad_fn, batched_grad_fn = make_grad_fn(model), make_batched_grad_fn(model)
         params = init_params(model, 0)
         steps = args.local_steps_cnn if workload == "cnn" else args.local_steps
         for name in args.methods:
             method = registry.get(name)
             hp = registry.resolve_hp(method, {"local_steps": steps})
-            flops = flops_of[(workload, name)] = flops_per_step(method, hp, grad_fn, params)
+            flops = flops_of[(workload, name)] = flops_per_step(method, hp, grad_fn, params, shape_)
             if args.skip_kernel:
                 continue
 
@@ -350,8 +359,13 @@ def run(args: argparse.Namespace) -> list[dict]:
 
             for clients in args.clients:
                 chunk = chunk_size(workload, method, steps, clients, args.mem_gb)
+                # the executor's cache cap (persafl.jobs.JobRunner.chunk_size), as it runs
+                from persafl.jobs import CACHE_ELEMENTS
+
+                numel = sum(int(v.numel()) for v in params.values())
+                chunk = max(1, min(chunk, CACHE_ELEMENTS // (3 * numel)))
                 shape = (chunk, steps, method.batches_per_step, BATCH_SIZE)
-                x = torch.randn(*shape, *INPUT_SHAPE, generator=gen)
+                x = torch.randn(*shape, *shape_, generator=gen)
                 y = torch.randint(0, NUM_CLASSES, shape, generator=gen)
                 results = measure(
                     batched,
