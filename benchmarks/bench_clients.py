@@ -64,7 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[20, 100, 1000])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--workloads", nargs="+", default=["mlp", "cnn"], choices=list(WORKLOADS))
+    parser.add_argument(
+        "--workloads", nargs="+", default=["mlp_synthetic", "mlp", "cnn"], choices=list(WORKLOADS)
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--local-steps", type=int, default=20, help="Q per MLP client job")
     parser.add_argument(
