@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,14 @@ def test_config_hash_is_stable_and_sensitive():
     assert sweep.config_hash(a) == sweep.config_hash(b)
     b["seeds"] = [0]
     assert sweep.config_hash(a) != sweep.config_hash(b)
+
+
+def test_write_turns_a_resolved_json_config_into_the_same_yaml(tmp_path):
+    cfg = sweep.load_sweep_config([REPO / "config" / "test.yaml"])
+    key = sweep.run_keys(cfg)[0]
+    resolved = sweep.run_config(cfg, key.dataset, key.partition, key.method, key.tau, key.seed)
+    out = tmp_path / "run.yaml"
+    assert sweep_cli.main(["write", "--json", json.dumps(resolved), "--out", str(out)]) == 0
+    assert yaml.safe_load(out.read_text()) == resolved
+    assert sweep_cli.main(["write", "--json", "[1, 2]", "--out", str(out)]) == 2
+    assert sweep_cli.main(["write", "--json", "{not json", "--out", str(out)]) == 2

@@ -245,6 +245,22 @@ def test_nothing_left_to_do_after_the_run(tiny_run):
     assert "Nothing to be done" in res.stdout + res.stderr
 
 
+def test_moving_or_splitting_the_config_reruns_nothing(tiny_run, tmp_path):
+    """Rules depend on each run's resolved config, not on where the config files are: the same
+    settings in another file, or split over two merged files, leave every run up to date."""
+    workdir, _ = tiny_run
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    moved = tmp_path / "moved.yaml"
+    moved.write_text(yaml.safe_dump(cfg))
+    seeds = tmp_path / "seeds.yaml"
+    seeds.write_text(yaml.safe_dump({"seeds": cfg.pop("seeds")}))
+    rest = tmp_path / "rest.yaml"
+    rest.write_text(yaml.safe_dump(cfg))
+    for files in ([str(moved)], [str(rest), str(seeds)]):
+        counts = dry_run(workdir, "--configfile", *files)
+        assert counts.get("train", 0) == 0 and counts.get("run_config", 0) == 0, counts
+
+
 def test_report_is_written(tiny_run):
     workdir, _ = tiny_run
     res = run(workdir, "--configfile", str(TEST_CONFIG), "--report", "report.html")

@@ -1,7 +1,10 @@
 """The CLI of :mod:`persafl.sweep` (run as ``python -m persafl.sweep``; usage there).
 
-Subcommands: ``run-config`` and ``partition-config`` write one run config (YAML) for the
-workflow's light config rules; ``list`` prints every run directory of the sweep. Errors (bad
+Subcommands: ``run-config`` and ``partition-config`` write one run config (YAML) resolved from
+the sweep config files; ``write`` writes an already resolved run config given as JSON (what the
+workflow's light config rules call: their only params are the resolved config, so a rule reruns
+exactly when its run's config changes, not when the config files move or are split); ``list``
+prints every run directory of the sweep. Errors (bad
 config, unknown run) print one line naming the key or value and return 2.
 """
 
@@ -70,7 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     part.add_argument("--seed", type=int, required=True)
     part.add_argument("--out", required=True)
     sub.add_parser("list", parents=[common], help="print the run directories")
+    write = sub.add_parser("write", help="write a resolved run config given as JSON")
+    write.add_argument("--json", required=True, help="the resolved run config (a JSON object)")
+    write.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.command == "write":
+        return _write_resolved(args.json, args.out)
     try:
         cfg = sweep.load_sweep_config(args.config, json.loads(args.override), args.schema)
         if args.command == "run-config":
@@ -86,6 +94,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (sweep.SweepError, OSError, yaml.YAMLError, json.JSONDecodeError) as err:
         print(f"persafl.sweep: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _write_resolved(text: str, out: str) -> int:
+    try:
+        resolved = json.loads(text)
+    except json.JSONDecodeError as err:
+        print(f"persafl.sweep write: --json is not valid JSON ({err})", file=sys.stderr)
+        return 2
+    if not isinstance(resolved, dict):
+        print(f"persafl.sweep write: --json must be an object, got {text[:80]!r}", file=sys.stderr)
+        return 2
+    _write_yaml(resolved, out)
     return 0
 
 

@@ -75,14 +75,18 @@ def all_outputs():
 
 
 def run_config_of(wildcards):
-    """The resolved run config (a params value: a change reruns exactly the affected runs)."""
-    return sweep.run_config(config, wildcards.dataset, wildcards.partition, wildcards.method,
-                            int(wildcards.tau), int(wildcards.seed))
+    """The resolved run config as JSON with sorted keys: the rule's only params, so a change
+    reruns exactly the affected runs, and moving, splitting or reordering the config files
+    reruns nothing."""
+    return json.dumps(sweep.run_config(config, wildcards.dataset, wildcards.partition,
+                                       wildcards.method, int(wildcards.tau), int(wildcards.seed)),
+                      sort_keys=True)
 
 
 def partition_config_of(wildcards):
-    return sweep.partition_run_config(config, wildcards.dataset, wildcards.partition,
-                                      int(wildcards.seed))
+    return json.dumps(sweep.partition_run_config(config, wildcards.dataset,
+                                                 wildcards.partition, int(wildcards.seed)),
+                      sort_keys=True)
 
 
 def data_flag(wildcards):

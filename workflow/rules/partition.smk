@@ -28,12 +28,10 @@ rule partition_config:
         "results/logs/partition_config/dataset~{dataset}/partition~{partition}/seed~{seed}.log",
     params:
         resolved=partition_config_of,
-        sweep=SWEEP_ARGS,
     conda:
         ENV
     shell:
-        "python -m persafl.sweep partition-config {params.sweep} --dataset {wildcards.dataset}"
-        " --partition {wildcards.partition} --seed {wildcards.seed} --out {output} > {log} 2>&1"
+        "python -m persafl.sweep write --json {params.resolved:q} --out {output} > {log} 2>&1"
 
 
 rule partition:

@@ -12,13 +12,10 @@ rule run_config:
         f"results/logs/run_config/{RUN}.log",
     params:
         resolved=run_config_of,
-        sweep=SWEEP_ARGS,
     conda:
         ENV
     shell:
-        "python -m persafl.sweep run-config {params.sweep} --dataset {wildcards.dataset}"
-        " --partition {wildcards.partition} --method {wildcards.method} --tau {wildcards.tau}"
-        " --seed {wildcards.seed} --out {output} > {log} 2>&1"
+        "python -m persafl.sweep write --json {params.resolved:q} --out {output} > {log} 2>&1"
 
 
 rule train:
