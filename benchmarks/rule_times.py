@@ -1,0 +1,78 @@
+"""Per-rule wall-clock of a workflow run, from Snakemake's benchmark files.
+
+    python benchmarks/rule_times.py [--root results/benchmarks] [--out FILE.md]
+
+Every training job writes ``results/benchmarks/train/dataset~D/.../seed~S.tsv`` (Snakemake's
+``benchmark:``: seconds, max RSS, CPU time). This groups them by rule, data set and method and
+prints a Markdown table: jobs, total and mean seconds, mean max RSS; the total CPU-seconds of
+the jobs divided by the cores gives a lower bound of the wall clock of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+KEY = re.compile(r"(\w+)~([^/]+)")
+
+
+def load(root: Path) -> pd.DataFrame:
+    """One row per benchmark file: rule, the path's key~value parts, and its measurements."""
+    rows = []
+    for path in sorted(root.rglob("*.tsv")):
+        rel = path.relative_to(root).with_suffix("")
+        table = pd.read_csv(path, sep="\t")
+        if table.empty:
+            raise ValueError(f"{path}: empty benchmark file")
+        row = {"rule": rel.parts[0], **dict(KEY.findall(str(rel)))}
+        row.update(table.iloc[-1][["s", "max_rss", "cpu_time"]].to_dict())
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{root}: no benchmark files (run the workflow first)")
+    return pd.DataFrame(rows)
+
+
+def summarize(frame: pd.DataFrame) -> pd.DataFrame:
+    """Jobs, total and mean seconds and mean max RSS (MB) per rule, data set and method."""
+    keys = [k for k in ("rule", "dataset", "method") if k in frame.columns]
+    grouped = frame.fillna({k: "-" for k in keys}).groupby(keys)
+    table = grouped.agg(
+        jobs=("s", "size"), total_s=("s", "sum"), mean_s=("s", "mean"), rss_mb=("max_rss", "mean")
+    )
+    return table.round(1).reset_index()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=Path, default=Path("results/benchmarks"))
+    parser.add_argument("--out", type=Path, help="also write the Markdown table here")
+    args = parser.parse_args(argv)
+    try:
+        frame = load(args.root)
+    except (OSError, ValueError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    table = summarize(frame)
+    total = frame["s"].sum()
+    text = table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False)
+    text += f"\n\n{len(frame)} jobs, {total:.0f} job-seconds in all ({total / 3600:.2f} h).\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())
