@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from persafl.aggregate import (
     validate_metrics,
     validate_partition_counts,
 )
+from persafl.io import atomic_write_text
 from persafl.style import format_latex, format_markdown
 
 log = logging.getLogger("persafl.aggregate")
@@ -78,13 +78,6 @@ def load_runs(paths: Iterable[str | Path]) -> list[RunResult]:
             raise AggregationError(f"runs {runs[key].run_dir} and {run_dir} have one identity")
         runs[key] = run
     return list(runs.values())
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
 
 
 def _read_runs_file(path: Path) -> list[str]:
@@ -139,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, counts in partitions.items():
         outputs[f"partition_{name}.csv"] = counts.to_csv(index=False)
     for name, text in outputs.items():
-        _write_atomic(args.out_dir / name, text)
+        atomic_write_text(args.out_dir / name, text)
     log.info("wrote %s into %s", ", ".join(outputs), args.out_dir)
     return 0
 

@@ -237,7 +237,8 @@ def build_manifest(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; see the module docstring."""
-    from persafl.sweep_cli import add_config_arguments, write_atomic
+    from persafl.io import atomic_write_text
+    from persafl.sweep_cli import add_config_arguments
 
     parser = argparse.ArgumentParser(
         prog="python -m persafl.manifest",
@@ -255,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest = build_manifest(
             cfg, args.files, repo=args.repo, config_files=args.config, overrides=overrides
         )
-        write_atomic(json.dumps(manifest, indent=2) + "\n", args.out)
+        atomic_write_text(args.out, json.dumps(manifest, indent=2) + "\n")
     except (sweep.SweepError, ManifestError, OSError, json.JSONDecodeError) as err:
         print(f"persafl.manifest: {err}", file=sys.stderr)
         return 2

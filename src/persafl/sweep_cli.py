@@ -14,12 +14,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from persafl import sweep
+from persafl.io import atomic_write_text
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,17 +41,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def write_atomic(text: str, out: str | Path) -> None:
-    """Write ``text`` to ``out`` through a temporary file and a rename."""
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def _write_yaml(obj: Any, out: str) -> None:
-    write_atomic(yaml.safe_dump(obj, sort_keys=False), out)
+    atomic_write_text(out, yaml.safe_dump(obj, sort_keys=False))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
