@@ -99,6 +99,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="torch.set_flush_denormal(True) (subnormal floats become 0); no effect was "
         "measured on this random data, kept to rule the slow path out",
     )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--no-fuse",
+        action="store_true",
+        help="vectorized path through batched autograd only (no persafl.fused steps)",
+    )
+    parser.add_argument(
+        "--chunk", type=int, default=0, help="clients per stacked call (default: as the executor)"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes to check the script")
     parser.add_argument("--profile", action="store_true", help="torch.profiler top ops per path")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -131,16 +140,26 @@ def machine_info(threads: int) -> dict[str, str]:
     }
 
 
-def matmul_gflops(n: int = 2048, seconds: float = 2.0) -> float:
+def sync(device: str) -> None:
+    """Wait for queued GPU work (timings on CUDA are otherwise launch times)."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_gflops(n: int = 2048, seconds: float = 2.0, device: str = "cpu") -> float:
     """Best float32 ``torch.mm`` rate of an n x n product over ~``seconds``: the ceiling."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     torch.mm(a, b)  # warm-up
+    sync(device)
     best, start = float("inf"), time.perf_counter()
     while time.perf_counter() - start < seconds:
         t = time.perf_counter()
         torch.mm(a, b)
+        sync(device)
         best = min(best, time.perf_counter() - t)
     return 2.0 * n**3 / best / 1e9
 
@@ -150,9 +169,9 @@ def flops_per_step(method, hp, grad_fn, params, input_shape=INPUT_SHAPE) -> floa
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    s = method.batches_per_step
-    x = torch.randn(1, s, BATCH_SIZE, *input_shape)
-    y = torch.randint(0, NUM_CLASSES, (1, s, BATCH_SIZE))
+    s, device = method.batches_per_step, next(iter(params.values())).device
+    x = torch.randn(1, s, BATCH_SIZE, *input_shape, device=device)
+    y = torch.randint(0, NUM_CLASSES, (1, s, BATCH_SIZE), device=device)
     with FlopCounterMode(display=False) as counter:
         method.local_update(params, x, y, {**hp, "local_steps": 1}, grad_fn)
     return float(counter.get_total_flops())
@@ -182,8 +201,9 @@ def time_sequential(update, params, x, y, clients: int, budget: float):
     pool = x.shape[0]
     done, start = 0, time.perf_counter()
     while done < clients and (done == 0 or time.perf_counter() - start < budget):
-        update(params, x[done % pool], y[done % pool])
+        out = update(params, x[done % pool], y[done % pool])
         done += 1
+    next(iter(out.values())).sum().item()  # on a GPU: wait for the queued work
     return done, time.perf_counter() - start
 
 
@@ -263,13 +283,18 @@ def engine_rate(workload, method, hp, clients, schedule, backend, args):
     name_, shape_, kw_ = WORKLOADS[workload]
     model = build_model(name_, shape_, NUM_CLASSES, **kw_)
     warm = make_trace(ScheduleConfig("barrier", 0, 1), clients, seed=0)
-    run_engine(warm, method, {**hp, "local_steps": 1}, model, data, partition, 0, backend)
+    device = args.device
+    run_engine(
+        warm, method, {**hp, "local_steps": 1}, model, data, partition, 0, backend, device=device
+    )
     stamps: list[float] = []
     result = run_engine(
         trace, method, hp, model, data, partition, seed=0, backend=backend,
         eval_every=updates, callback=lambda row: stamps.append(time.perf_counter()),
+        device=device,
     )  # fmt: skip
-    evaluator = Evaluator(model, method, hp, data.x, data.y, partition.train, partition.test, 0)
+    x, y = data.x.to(device), data.y.to(device)
+    evaluator = Evaluator(model, method, hp, x, y, partition.train, partition.test, 0)
     start = time.perf_counter()
     evaluator.evaluate(updates, result.server)
     one_eval = time.perf_counter() - start
@@ -334,17 +359,21 @@ def run(args: argparse.Namespace) -> list[dict]:
     info = machine_info(torch.get_num_threads())
     info["flush_denormal"] = str(args.flush_denormal)
     load_before = os.getloadavg()
-    mm_size = 512 if args.quick else 2048
-    peak = matmul_gflops(mm_size, 0.5 if args.quick else 2.0)
+    mm_size = 512 if args.quick else (8192 if args.device.startswith("cuda") else 2048)
+    peak = matmul_gflops(mm_size, 0.5 if args.quick else 2.0, args.device)
+    if args.device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(args.device)
+    info["device"], info["fused"] = args.device, str(not args.no_fuse)
     print(f"machine: {info}; load {load_before}; float32 mm ceiling {peak:.1f} GFLOP/s", flush=True)
     gen = torch.Generator().manual_seed(0)
     rows: list[dict] = []
     flops_of: dict[tuple[str, str], float] = {}
     for workload in args.workloads:
         name_, shape_, kw_ = WORKLOADS[workload]
-        model = build_model(name_, shape_, NUM_CLASSES, **kw_)
-        grad_fn, batched_grad_fn = make_grad_fn(model), make_batched_grad_fn(model)
-        params = init_params(model, 0)
+        model = build_model(name_, shape_, NUM_CLASSES, **kw_).to(args.device)
+        grad_fn = make_grad_fn(model)
+        batched_grad_fn = make_batched_grad_fn(model, fuse=not args.no_fuse)
+        params = init_params(model, 0, device=args.device)
         steps = args.local_steps_cnn if workload == "cnn" else args.local_steps
         for name in args.methods:
             method = registry.get(name)
@@ -365,10 +394,12 @@ def run(args: argparse.Namespace) -> list[dict]:
                 from persafl.jobs import CACHE_ELEMENTS
 
                 numel = sum(int(v.numel()) for v in params.values())
-                chunk = max(1, min(chunk, CACHE_ELEMENTS // (3 * numel)))
+                if args.device == "cpu":
+                    chunk = max(1, min(chunk, CACHE_ELEMENTS // (3 * numel)))
+                chunk = min(args.chunk, clients) if args.chunk else chunk
                 shape = (chunk, steps, method.batches_per_step, BATCH_SIZE)
-                x = torch.randn(*shape, *shape_, generator=gen)
-                y = torch.randint(0, NUM_CLASSES, shape, generator=gen)
+                x = torch.randn(*shape, *shape_, generator=gen).to(args.device)
+                y = torch.randint(0, NUM_CLASSES, shape, generator=gen).to(args.device)
                 results = measure(
                     batched,
                     update,

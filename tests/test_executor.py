@@ -62,15 +62,29 @@ CASES = [(name, "clock") for name in methods.names()] + [
 
 
 @pytest.mark.parametrize(("name", "schedule"), CASES)
-def test_vectorized_equals_sequential(problem, name, schedule):
+def test_vectorized_equals_sequential(problem, name, schedule, device):
+    """Same metrics and final models from both backends (the vectorized one on ``device``,
+    the sequential reference on the CPU)."""
     data, partition, model = problem
     trace = trace_of(SCHEDULES[schedule])
     out = {}
-    for backend in ("sequential", "vectorized"):
+    for backend, where in (("sequential", "cpu"), ("vectorized", device)):
         out[backend] = run(
-            trace, methods.get(name), hp_of(name), model, data, partition, 0, backend, 10
+            trace,
+            methods.get(name),
+            hp_of(name),
+            model,
+            data,
+            partition,
+            0,
+            backend,
+            10,
+            device=where,
         )
+        model = model.cpu()  # run() moved it to ``where``
     seq, vec = out["sequential"], out["vectorized"]
+    vec.server = {k: v.cpu() for k, v in vec.server.items()} if vec.server else vec.server
+    vec.own = [{k: v.cpu() for k, v in p.items()} for p in vec.own] if vec.own else vec.own
     assert seq.status == vec.status == "completed"
     expected = sorted({*range(0, trace.num_updates, 10), trace.num_updates})
     assert [r["update"] for r in seq.rows] == [r["update"] for r in vec.rows] == expected

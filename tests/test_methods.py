@@ -46,6 +46,25 @@ def repeat_batch(a, c, steps: int, slots: int):
 # ---------------------------------------------------------------- MAML (Per-FedAvg)
 
 
+@pytest.mark.parametrize("hessian_free", [False, True])
+def test_maml_step_is_params_minus_beta_direction(hessian_free: bool) -> None:
+    """The regrouped step (each gradient consumed by ``descend``) equals x - beta * direction
+    on three different batches, and on HF the exact MAML step on a quadratic."""
+    a, c, x = quadratic_problem(2)
+    mats = torch.stack([spd_matrix(s) for s in (3, 4, 5)])
+    centers = torch.stack([c, 2 * c, -c])
+    hp = {"personal_lr": ALPHA, "hf_delta": 1e-3, "local_lr": 0.3}
+    direction = maml.maml_direction({"w": x}, mats, centers, hp, quadratic_grad, hessian_free)
+    step = maml.maml_step({"w": x}, mats, centers, hp, quadratic_grad, hessian_free)
+    expected = x - 0.3 * direction["w"]
+    torch.testing.assert_close(step["w"], expected, rtol=0, atol=1e-10)
+    if hessian_free:  # closed form: x - beta (I - alpha A2) A1 (temp - c1)
+        temp = x - ALPHA * mats[0] @ (x - centers[0])
+        shrink = torch.eye(DIM, dtype=torch.float64) - ALPHA * mats[2]
+        exact = x - 0.3 * shrink @ mats[1] @ (temp - centers[1])
+        torch.testing.assert_close(step["w"], exact, rtol=0, atol=1e-8)
+
+
 def test_maml_fo_direction_is_gradient_at_adapted_point() -> None:
     a, c, x = quadratic_problem()
     xs, ys = repeat_batch(a, c, 1, 2)

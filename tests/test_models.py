@@ -111,17 +111,20 @@ def test_loss_and_accuracy_under_vmap_equal_loop() -> None:
         ("cnn", (3, 20, 18), {"fc_hidden": 8, "activation": "tanh"}),
     ],
 )
-def test_batched_gradients_equal_per_client_torch_func_grad(name, shape, kw) -> None:
-    """3 clients with different params and data: the batched forward and gradient are the
-    per-client ``functional_call`` logits and ``torch.func.grad`` gradients, client by client."""
+def test_batched_gradients_equal_per_client_torch_func_grad(name, shape, kw, device) -> None:
+    """3 clients with different params and data: the batched forward and gradient (on
+    ``device``) are the per-client ``functional_call`` logits and ``torch.func.grad``
+    gradients (on the CPU), client by client."""
     model = build_model(name, shape, 7, **kw).double()
     per_client = [init_params(model, seed, dtype=torch.float64) for seed in range(3)]
     stacked = {k: torch.stack([p[k] for p in per_client]) for k in per_client[0]}
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(3, 6, *shape, generator=gen, dtype=torch.float64)
     y = torch.randint(0, 7, (3, 6), generator=gen)
-    logits = make_batched_forward(model)(stacked, x)
-    grads = make_batched_grad_fn(model)(stacked, x, y)
+    on_device = {k: v.to(device) for k, v in stacked.items()}
+    logits = make_batched_forward(model)(on_device, x.to(device)).cpu()
+    grads = make_batched_grad_fn(model)(on_device, x.to(device), y.to(device))
+    grads = {k: v.cpu() for k, v in grads.items()}
     reference = make_grad_fn(model)
     assert logits.shape == (3, 6, 7)
     assert grads.keys() == stacked.keys()

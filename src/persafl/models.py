@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from persafl import fused
 from persafl.rng import torch_seed
 
 Params = dict[str, Tensor]
@@ -242,11 +243,14 @@ def make_batched_forward(model: nn.Module) -> BatchedForward:
     return forward
 
 
-def make_batched_grad_fn(model: nn.Module) -> GradFn:
+def make_batched_grad_fn(model: nn.Module, fuse: bool = True) -> GradFn:
     """Per-client gradients of C clients at once (params [C, ...], x [C, B, ...], y [C, B]).
 
     One ``torch.autograd.grad`` of ``sum_c mean_b loss(c, b)``: exactly each client's gradient
     of its own mean loss, because client c's loss depends only on client c's parameters.
+    With ``fuse`` and a fully connected model, the function also carries a ``descend``
+    attribute (:func:`persafl.fused.make_descend`: ``base - lr * grad`` in one pass, no
+    gradient tensor) that :func:`persafl.methods.base.descend` uses for SGD-type steps.
     """
     forward = make_batched_forward(model)
 
@@ -258,6 +262,8 @@ def make_batched_grad_fn(model: nn.Module) -> GradFn:
             grads = torch.autograd.grad(total / int(y.shape[1]), list(leaves.values()))
         return dict(zip(leaves, grads, strict=True))
 
+    if fuse and fused.supports(model):
+        grad_fn.descend = fused.make_descend(model)  # type: ignore[attr-defined]
     return grad_fn
 
 

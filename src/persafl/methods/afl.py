@@ -20,8 +20,8 @@ from persafl.methods.base import (
     Method,
     Params,
     check_local_steps,
+    descend,
     identity_personalize,
-    sgd_step,
 )
 
 DEFAULTS: dict[str, float | int] = {
@@ -37,7 +37,7 @@ def local_update(params: Params, xb: Tensor, yb: Tensor, hp: Mapping, grad_fn: G
     """Q steps ``y <- y - local_lr * grad f(y; D_q)``; ``xb`` is [Q, 1, (C,) B, *features]."""
     current = dict(params)
     for step in range(check_local_steps(xb, hp)):
-        current = sgd_step(current, grad_fn(current, xb[step, 0], yb[step, 0]), hp["local_lr"])
+        current = descend(grad_fn, current, xb[step, 0], yb[step, 0], hp["local_lr"])
     return current
 
 

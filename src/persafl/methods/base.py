@@ -28,6 +28,7 @@ __all__ = [
     "Method",
     "Params",
     "check_local_steps",
+    "descend",
     "grad_of",
     "identity_personalize",
     "make_loss_fn",
@@ -93,6 +94,21 @@ def sgd_step(params: Params, grads: Params, lr: float) -> Params:
     """``params - lr * grads`` key by key (a new dict; nothing is modified in place)."""
     # torch.add with alpha: one kernel per tensor (the per-op cost dominates small models)
     return {k: torch.add(p, grads[k], alpha=-lr) for k, p in params.items()}
+
+
+def descend(
+    grad_fn: GradFn, at: Params, x: Tensor, y: Tensor, lr: float, base: Params | None = None
+) -> Params:
+    """``base - lr * grad f(at; x, y)`` (``base`` defaults to ``at``): every SGD-type step.
+
+    A ``grad_fn`` that carries a fused ``descend`` (stacked fully connected models,
+    :mod:`persafl.fused`) computes it without materializing the gradient; any other goes
+    through ``grad_fn`` and :func:`sgd_step`. Both give the same values up to float rounding.
+    """
+    fused = getattr(grad_fn, "descend", None)
+    if fused is not None:
+        return fused(at, x, y, lr, base)
+    return sgd_step(at if base is None else base, grad_fn(at, x, y), lr)
 
 
 def tree_add(a: Params, b: Params, scale: float = 1.0) -> Params:

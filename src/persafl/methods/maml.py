@@ -31,6 +31,7 @@ from persafl.methods.base import (
     Method,
     Params,
     check_local_steps,
+    descend,
     sgd_step,
     tree_add,
 )
@@ -73,7 +74,7 @@ def maml_direction(
     Hessian-vector product, so all three are independent as Per-FedAvg requires.
     """
     alpha = hp["personal_lr"]
-    temp = sgd_step(params, grad_fn(params, xs[0], ys[0]), alpha)
+    temp = descend(grad_fn, params, xs[0], ys[0], alpha)
     outer = grad_fn(temp, xs[1], ys[1])
     if not hessian_free:  # a Python flag fixed per method, not data-dependent control flow
         return outer
@@ -81,13 +82,35 @@ def maml_direction(
     return tree_add(outer, hvp, -alpha)
 
 
+def maml_step(
+    params: Params, xs: Tensor, ys: Tensor, hp: Mapping, grad_fn: GradFn, hessian_free: bool
+) -> Params:
+    """``params - local_lr * maml_direction(params, ...)``, regrouped so that every gradient
+    is consumed by a :func:`descend` (fused for stacked MLPs: no gradient tensor written):
+
+    FO: ``params - beta grad f(temp)``;
+    HF: ``(params - beta g) + c grad f(params + d g) - c grad f(params - d g)`` with
+    ``g = grad f(temp)``, ``c = beta alpha / (2 d)``: the same value as FO's direction plus
+    :func:`hessian_vector_fd`'s correction, up to float rounding.
+    """
+    alpha, beta = hp["personal_lr"], hp["local_lr"]
+    temp = descend(grad_fn, params, xs[0], ys[0], alpha)
+    if not hessian_free:
+        return descend(grad_fn, temp, xs[1], ys[1], beta, base=params)
+    outer = grad_fn(temp, xs[1], ys[1])  # needed as a vector: the HVP's direction
+    delta = hp["hf_delta"]
+    scale = beta * alpha / (2.0 * delta)
+    new = sgd_step(params, outer, beta)
+    new = descend(grad_fn, tree_add(params, outer, delta), xs[2], ys[2], -scale, base=new)
+    return descend(grad_fn, tree_add(params, outer, -delta), xs[2], ys[2], scale, base=new)
+
+
 def _local_update(
     params: Params, xb: Tensor, yb: Tensor, hp: Mapping, grad_fn: GradFn, hessian_free: bool
 ) -> Params:
     current = dict(params)
     for step in range(check_local_steps(xb, hp)):
-        direction = maml_direction(current, xb[step], yb[step], hp, grad_fn, hessian_free)
-        current = sgd_step(current, direction, hp["local_lr"])
+        current = maml_step(current, xb[step], yb[step], hp, grad_fn, hessian_free)
     return current
 
 
@@ -105,7 +128,7 @@ def personalize(params: Params, xb: Tensor, yb: Tensor, hp: Mapping, grad_fn: Gr
     """One SGD step of size alpha per training batch in ``xb`` ([A, (C,) B, *features])."""
     current = dict(params)
     for batch in range(int(xb.shape[0])):
-        current = sgd_step(current, grad_fn(current, xb[batch], yb[batch]), hp["personal_lr"])
+        current = descend(grad_fn, current, xb[batch], yb[batch], hp["personal_lr"])
     return current
 
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from persafl.methods.base import GradFn, Method, Params, check_local_steps
+from persafl.methods.base import GradFn, Method, Params, check_local_steps, descend
 
 DEFAULTS: dict[str, float | int] = {
     "local_steps": 20,  # pFedMe code, MNIST: 20 local iterations
@@ -47,16 +47,13 @@ def moreau_prox(
     """
     lam, lr, decay = hp["moreau_lambda"], hp["personal_lr"], hp.get("weight_decay", 0.0)
     # theta - lr (g + lam (theta - anchor) + decay theta), regrouped as
-    # keep * theta + (lr lam anchor - lr g): two kernels per tensor, the anchor term hoisted.
+    # (keep * theta + lr lam anchor) - lr g: the anchor term hoisted, the last step fused.
     keep = 1.0 - lr * (lam + decay)
     pull = {k: (lr * lam) * a for k, a in anchor.items()}
     theta = dict(start)
     for _ in range(int(hp["inner_steps"])):
-        g = grad_fn(theta, x, y)
-        theta = {
-            k: torch.add(torch.add(pull[k], g[k], alpha=-lr), t, alpha=keep)
-            for k, t in theta.items()
-        }
+        shrunk = {k: torch.add(pull[k], t, alpha=keep) for k, t in theta.items()}
+        theta = descend(grad_fn, theta, x, y, lr, base=shrunk)
     return theta
 
 

@@ -1,0 +1,128 @@
+"""Fused SGD steps for stacked fully connected models: ``base - lr * grad f(at)`` in one pass.
+
+Every method's arithmetic ends in steps of the form ``new = base - lr * grad f(at; x, y)`` (plain
+SGD: ``base = at``; MAML's outer step: ``at`` the adapted model, ``base`` the model; the Moreau
+inner step: ``base`` the anchored, shrunk theta). With autograd, such a step writes the
+gradient, then reads it and the parameters again to write the new parameters. For a stacked
+client model whose weights are each used for a batch of only 20 samples, that traffic, not the
+arithmetic, bounds the step (benchmarks/README.md). For models made only of ``Flatten``,
+``Linear`` and elementwise activations, this module writes the backward pass by hand so that
+each weight update is ONE ``baddbmm``: ``W_new = W_base - lr * dZ^T A`` (no gradient tensor).
+
+Manual backpropagation of the mean cross-entropy for client c (B samples), layer l with input
+``A_l`` [C, B, in], pre-activation ``Z_l = A_l W_l^T + b_l``:
+
+    dZ_L = (softmax(Z_L) - onehot(y)) / B
+    dW_l = dZ_l^T A_l,   db_l = sum_b dZ_l,   dA_l = dZ_l W_l,   dZ_{l-1} = dA_l * act'(Z_{l-1})
+
+with ``act'`` of ReLU ``1[z > 0]`` (autograd's convention at 0), softplus ``sigmoid(z)``, tanh
+``1 - tanh(z)^2``. Tested against autograd for every activation (tests/test_fused.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+Params = dict[str, Tensor]
+# descend(at, x, y, lr, base) -> base - lr * grad f(at; x, y), stacked [C, ...] params.
+Descend = Callable[[Params, Tensor, Tensor, float, "Params | None"], Params]
+
+
+# Backward of an activation, in place on ``delta`` (a fresh tensor from bmm): dZ = dA * act'(z)
+# given the pre-activation z and the activation output.
+def _relu_backward(delta: Tensor, z: Tensor, out: Tensor) -> Tensor:
+    return delta.masked_fill_(z <= 0, 0.0)  # derivative 0 at z = 0, as autograd's
+
+
+def _softplus_backward(delta: Tensor, z: Tensor, out: Tensor) -> Tensor:
+    return delta.mul_(torch.sigmoid(z))
+
+
+def _tanh_backward(delta: Tensor, z: Tensor, out: Tensor) -> Tensor:
+    return delta.mul_(1.0 - out * out)
+
+
+# activation module type -> backward (default parameters only; see _plan)
+_BACKWARD: dict[type, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
+    nn.ReLU: _relu_backward,
+    nn.Softplus: _softplus_backward,
+    nn.Tanh: _tanh_backward,
+}
+
+
+def _plan(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    """The model's layers if it is a fusable stack (Flatten first, Linear and default
+    activations after, a Linear last); None otherwise."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    layers = list(model.named_children())
+    if not layers or not isinstance(layers[-1][1], nn.Linear):
+        return None
+    for index, (_, layer) in enumerate(layers):
+        if isinstance(layer, nn.Flatten):
+            if index != 0:
+                return None
+        elif isinstance(layer, nn.Softplus):
+            if layer.beta != 1.0 or layer.threshold != 20.0:
+                return None
+        elif not isinstance(layer, (nn.Linear, nn.ReLU, nn.Tanh)):
+            return None
+    return layers
+
+
+def supports(model: nn.Module) -> bool:
+    """Whether :func:`make_descend` can fuse steps of ``model``."""
+    return _plan(model) is not None
+
+
+def make_descend(model: nn.Module) -> Descend:
+    """``descend(at, x, y, lr, base=None)`` for C stacked clients of a fusable ``model``.
+
+    ``at``, ``base``: params [C, ...] (``base`` defaults to ``at``); ``x`` [C, B, *features];
+    ``y`` [C, B]. Returns ``base - lr * grad_at mean_b CE(model(at; x), y)`` per client, as new
+    tensors (nothing is modified in place).
+    """
+    layers = _plan(model)
+    if layers is None:
+        raise TypeError(f"fused steps need Flatten/Linear/activation layers, got {model}")
+
+    def descend(at: Params, x: Tensor, y: Tensor, lr: float, base: Params | None = None) -> Params:
+        base = at if base is None else base
+        clients, batch = int(x.shape[0]), int(x.shape[1])
+        hidden = x.reshape(clients, batch, -1)
+        # forward, keeping each Linear's input and each activation's (input, output)
+        saved: list[tuple[str, nn.Module, Tensor, Tensor]] = []
+        for name, layer in layers:
+            if isinstance(layer, nn.Flatten):
+                continue
+            if isinstance(layer, nn.Linear):
+                weight, bias = at[f"{name}.weight"], at[f"{name}.bias"]
+                out = torch.baddbmm(bias.unsqueeze(1), hidden, weight.transpose(1, 2))
+            else:
+                out = layer(hidden)
+            saved.append((name, layer, hidden, out))
+            hidden = out
+        # dZ of the mean cross-entropy: (softmax - onehot) / B
+        delta = torch.softmax(hidden, dim=-1)
+        delta.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(delta[..., :1], -1.0))
+        delta.mul_(1.0 / batch)
+        new: Params = {}
+        for index in range(len(saved) - 1, -1, -1):
+            name, layer, inp, out = saved[index]
+            if isinstance(layer, nn.Linear):
+                weight = at[f"{name}.weight"]
+                # the input gradient first (from the weight at ``at``), unless it is the data
+                grad_in = torch.bmm(delta, weight) if index > 0 else None
+                new[f"{name}.weight"] = torch.baddbmm(
+                    base[f"{name}.weight"], delta.transpose(1, 2), inp, alpha=-lr
+                )
+                new[f"{name}.bias"] = torch.add(base[f"{name}.bias"], delta.sum(1), alpha=-lr)
+                delta = grad_in
+            else:
+                delta = _BACKWARD[type(layer)](delta, inp, out)
+        return {key: new[key] for key in base}
+
+    return descend
