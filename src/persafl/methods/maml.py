@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor
 
 from persafl.methods.base import (
@@ -32,7 +33,6 @@ from persafl.methods.base import (
     Params,
     check_local_steps,
     descend,
-    sgd_step,
     tree_add,
 )
 
@@ -88,21 +88,23 @@ def maml_step(
     """``params - local_lr * maml_direction(params, ...)``, regrouped so that every gradient
     is consumed by a :func:`descend` (fused for stacked MLPs: no gradient tensor written):
 
-    FO: ``params - beta grad f(temp)``;
-    HF: ``(params - beta g) + c grad f(params + d g) - c grad f(params - d g)`` with
-    ``g = grad f(temp)``, ``c = beta alpha / (2 d)``: the same value as FO's direction plus
-    :func:`hessian_vector_fd`'s correction, up to float rounding.
+    FO: ``first = params - beta g`` with ``g = grad f(temp)``;
+    HF: ``first + c grad f(params + d g) - c grad f(params - d g)``, ``c = beta alpha / (2 d)``,
+    where ``params +- d g`` is read off ``first`` (``g = (params - first) / beta``, one ``lerp``
+    per tensor): FO's direction plus :func:`hessian_vector_fd`'s correction, up to rounding.
     """
     alpha, beta = hp["personal_lr"], hp["local_lr"]
     temp = descend(grad_fn, params, xs[0], ys[0], alpha)
-    if not hessian_free:
-        return descend(grad_fn, temp, xs[1], ys[1], beta, base=params)
-    outer = grad_fn(temp, xs[1], ys[1])  # needed as a vector: the HVP's direction
+    first = descend(grad_fn, temp, xs[1], ys[1], beta, base=params)
+    if not hessian_free or beta == 0:
+        return first
     delta = hp["hf_delta"]
     scale = beta * alpha / (2.0 * delta)
-    new = sgd_step(params, outer, beta)
-    new = descend(grad_fn, tree_add(params, outer, delta), xs[2], ys[2], -scale, base=new)
-    return descend(grad_fn, tree_add(params, outer, -delta), xs[2], ys[2], scale, base=new)
+    # params +- d g = params + (+-d / beta) (params - first) = lerp(params, first, -+d / beta)
+    plus = {k: torch.lerp(p, first[k], -delta / beta) for k, p in params.items()}
+    minus = {k: torch.lerp(p, first[k], delta / beta) for k, p in params.items()}
+    new = descend(grad_fn, plus, xs[2], ys[2], -scale, base=first)
+    return descend(grad_fn, minus, xs[2], ys[2], scale, base=new)
 
 
 def _local_update(
