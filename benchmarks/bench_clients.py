@@ -391,11 +391,11 @@ def run(args: argparse.Namespace) -> list[dict]:
             for clients in args.clients:
                 chunk = chunk_size(workload, method, steps, clients, args.mem_gb)
                 # the executor's cache cap (persafl.jobs.JobRunner.chunk_size), as it runs
-                from persafl.jobs import CACHE_ELEMENTS
+                from persafl.jobs import CACHE_COPIES, CACHE_ELEMENTS
 
                 numel = sum(int(v.numel()) for v in params.values())
                 if args.device == "cpu":
-                    chunk = max(1, min(chunk, CACHE_ELEMENTS // (3 * numel)))
+                    chunk = max(1, min(chunk, CACHE_ELEMENTS // (CACHE_COPIES * numel)))
                 chunk = min(args.chunk, clients) if args.chunk else chunk
                 shape = (chunk, steps, method.batches_per_step, BATCH_SIZE)
                 x = torch.randn(*shape, *shape_, generator=gen).to(args.device)

@@ -291,7 +291,7 @@ def test_auto_backend_loops_over_clients_only_for_convolutions_on_a_cpu():
 
 def test_stacked_chunks_keep_large_models_within_the_cache():
     from persafl import methods
-    from persafl.jobs import CACHE_ELEMENTS, JobRunner, JobTable
+    from persafl.jobs import CACHE_COPIES, CACHE_ELEMENTS, JobRunner, JobTable
     from persafl.models import build_model, init_params
     from persafl.schedule import ScheduleConfig, make_trace
 
@@ -307,7 +307,8 @@ def test_stacked_chunks_keep_large_models_within_the_cache():
     runner = JobRunner(method, hp, model, x, y, train, JobTable.from_trace(trace), 0)
     numel = sum(v.numel() for v in params.values())
     size = runner.chunk_size(params)
-    assert 1 <= size and 3 * numel * size <= CACHE_ELEMENTS < 3 * numel * (size + 1)
+    per_client = CACHE_COPIES * numel
+    assert 1 <= size and per_client * size <= CACHE_ELEMENTS < per_client * (size + 1)
 
 
 @settings(

@@ -126,3 +126,88 @@ def make_descend(model: nn.Module) -> Descend:
         return {key: new[key] for key in base}
 
     return descend
+
+
+def make_prox(model: nn.Module) -> Callable[..., Params]:
+    """``prox(start, anchor, x, y, lr, lam, decay, steps)``: ME's inner solver, fused.
+
+    ``steps`` iterations of ``theta <- theta - lr (grad f(theta; x, y) + lam (theta - anchor)
+    + decay theta)`` from ``start`` on ONE batch (``methods.me.moreau_prox``), for C stacked
+    clients of a fusable ``model`` (needs ``lam + decay > 0``). Written around the fixed point of
+    the linear part, ``a = lam anchor / (lam + decay)``: with ``u = theta - a`` the iteration
+    is ``u <- keep u - lr grad f(a + u)``, ``keep = 1 - lr (lam + decay)``, so each weight
+    update is one ``baddbmm(u, dZ^T, A, beta=keep, alpha=-lr)``; and since the batch is the
+    same in every iteration, the first layer's ``X a^T`` is computed once, leaving ``X u^T``
+    per iteration (theta itself is only formed for the small later layers and at the end).
+    """
+    layers = _plan(model)
+    if layers is None:
+        raise TypeError(f"fused steps need Flatten/Linear/activation layers, got {model}")
+    body = [(name, layer) for name, layer in layers if not isinstance(layer, nn.Flatten)]
+    first = body[0][0] if isinstance(body[0][1], nn.Linear) else None
+
+    def prox(
+        start: Params,
+        anchor: Params,
+        x: Tensor,
+        y: Tensor,
+        lr: float,
+        lam: float,
+        decay: float,
+        steps: int,
+    ) -> Params:
+        keep = 1.0 - lr * (lam + decay)
+        ratio = lam / (lam + decay)
+        fixed = anchor if ratio == 1.0 else {k: ratio * a for k, a in anchor.items()}
+        if start is anchor and ratio == 1.0:  # ME's local step: theta starts at the anchor
+            u = {k: torch.zeros_like(v) for k, v in start.items()}
+        else:
+            u = {k: start[k] - fixed[k] for k in start}
+        clients, batch = int(x.shape[0]), int(x.shape[1])
+        data = x.reshape(clients, batch, -1)
+        if first is not None:  # X a^T + b_a of the first layer, shared by every iteration
+            fixed_out = torch.baddbmm(
+                fixed[f"{first}.bias"].unsqueeze(1), data, fixed[f"{first}.weight"].transpose(1, 2)
+            )
+        for _ in range(int(steps)):
+            hidden, saved = data, []
+            for name, layer in body:
+                weight = None
+                if isinstance(layer, nn.Linear):
+                    w, b = f"{name}.weight", f"{name}.bias"
+                    if name == first:
+                        out = torch.baddbmm(
+                            fixed_out + u[b].unsqueeze(1), hidden, u[w].transpose(1, 2)
+                        )
+                    else:
+                        weight = fixed[w] + u[w]
+                        out = torch.baddbmm(
+                            (fixed[b] + u[b]).unsqueeze(1), hidden, weight.transpose(1, 2)
+                        )
+                else:
+                    out = layer(hidden)
+                saved.append((name, layer, hidden, out, weight))
+                hidden = out
+            delta = torch.softmax(hidden, dim=-1)
+            delta.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(delta[..., :1], -1.0))
+            delta.mul_(1.0 / batch)
+            new: Params = {}
+            for index in range(len(saved) - 1, -1, -1):
+                name, layer, inp, out, weight = saved[index]
+                if isinstance(layer, nn.Linear):
+                    w, b = f"{name}.weight", f"{name}.bias"
+                    if index > 0:
+                        if weight is None:
+                            weight = fixed[w] + u[w]
+                        grad_in = torch.bmm(delta, weight)
+                    else:
+                        grad_in = None
+                    new[w] = torch.baddbmm(u[w], delta.transpose(1, 2), inp, beta=keep, alpha=-lr)
+                    new[b] = torch.add(u[b] * keep, delta.sum(1), alpha=-lr)
+                    delta = grad_in
+                else:
+                    delta = _BACKWARD[type(layer)](delta, inp, out)
+            u = new
+        return {k: fixed[k] + u[k] for k in start}
+
+    return prox

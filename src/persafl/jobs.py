@@ -36,11 +36,14 @@ from persafl.schedule import Trace
 MEMORY_ELEMENTS = 1 << 26
 # Bound on the number of jobs computed ahead of time in one go (bounds stored results).
 MAX_AHEAD_JOBS = 4096
-# Cap on the stacked parameters of one call (three live copies: start, current, gradients):
-# a stacked local step is memory-bound, and keeping a chunk's weights within the last-level
-# cache across its Q steps measured 1.6-1.9x faster on the 784-100-10 MLP (benchmarks/README.md).
+# Cap on the stacked parameters of one call, counted as CACHE_COPIES live copies of them (start,
+# current, new, and ME's anchor / HF's perturbed models): a stacked local step is memory-bound,
+# and keeping a chunk's weights within the last-level cache across its Q steps measured
+# 1.6-1.9x faster on the 784-100-10 MLP than stacks of 100; with the fused steps, 12-13 clients
+# (4 copies) measured best over afl, HF and ME against 8 and 17 (benchmarks/README.md).
 # 4M float32 = 16 MB; small models (60-20-10) are not limited by it.
 CACHE_ELEMENTS = 4 << 20
+CACHE_COPIES = 4
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,9 @@ class JobRunner:
         # parameter copies alive at once in a local step (start, current, grads, temporaries)
         numel = sum(int(v.numel()) for v in params.values())
         by_memory = self.memory_elements // (batch + 8 * numel)
-        by_cache = CACHE_ELEMENTS // (3 * numel) if self.x.device.type == "cpu" else by_memory
+        by_cache = (
+            CACHE_ELEMENTS // (CACHE_COPIES * numel) if self.x.device.type == "cpu" else by_memory
+        )
         return max(1, min(by_memory, by_cache))
 
     def ahead_limit(self, params: Params) -> int:

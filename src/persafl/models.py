@@ -250,7 +250,8 @@ def make_batched_grad_fn(model: nn.Module, fuse: bool = True) -> GradFn:
     of its own mean loss, because client c's loss depends only on client c's parameters.
     With ``fuse`` and a fully connected model, the function also carries a ``descend``
     attribute (:func:`persafl.fused.make_descend`: ``base - lr * grad`` in one pass, no
-    gradient tensor) that :func:`persafl.methods.base.descend` uses for SGD-type steps.
+    gradient tensor) that :func:`persafl.methods.base.descend` uses for SGD-type steps, and a
+    ``prox`` attribute (:func:`persafl.fused.make_prox`, ME's inner solver).
     """
     forward = make_batched_forward(model)
 
@@ -264,6 +265,7 @@ def make_batched_grad_fn(model: nn.Module, fuse: bool = True) -> GradFn:
 
     if fuse and fused.supports(model):
         grad_fn.descend = fused.make_descend(model)  # type: ignore[attr-defined]
+        grad_fn.prox = fused.make_prox(model)  # type: ignore[attr-defined]
     return grad_fn
 
 

@@ -46,6 +46,9 @@ def moreau_prox(
     solver); converges for personal_lr < 2 / (L + lambda) on an L-smooth f.
     """
     lam, lr, decay = hp["moreau_lambda"], hp["personal_lr"], hp.get("weight_decay", 0.0)
+    fused = getattr(grad_fn, "prox", None)  # stacked MLPs: persafl.fused.make_prox
+    if fused is not None and lam + decay > 0:
+        return fused(start, anchor, x, y, lr, lam, decay, int(hp["inner_steps"]))
     # theta - lr (g + lam (theta - anchor) + decay theta), regrouped as
     # (keep * theta + lr lam anchor) - lr g: the anchor term hoisted, the last step fused.
     keep = 1.0 - lr * (lam + decay)
@@ -63,7 +66,8 @@ def local_update(params: Params, xb: Tensor, yb: Tensor, hp: Mapping, grad_fn: G
     current = dict(params)
     for step in range(check_local_steps(xb, hp)):
         theta = moreau_prox(current, current, xb[step, 0], yb[step, 0], hp, grad_fn)
-        current = {k: torch.add(v, v - theta[k], alpha=-lr * lam) for k, v in current.items()}
+        # y - lr lam (y - theta) = lerp(y, theta, lr lam): one kernel per tensor
+        current = {k: torch.lerp(v, theta[k], lr * lam) for k, v in current.items()}
     return current
 
 
