@@ -53,6 +53,13 @@ _BACKWARD: dict[type, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
 }
 
 
+def _logits_grad(logits: Tensor, y: Tensor) -> Tensor:
+    """dZ of the per-client mean cross-entropy at logits [C, B, K]: (softmax - onehot) / B."""
+    delta = torch.softmax(logits, dim=-1)
+    delta.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(delta[..., :1], -1.0))
+    return delta.mul_(1.0 / int(logits.shape[1]))
+
+
 def _plan(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     """The model's layers if it is a fusable stack (Flatten first, Linear and default
     activations after, a Linear last); None otherwise."""
@@ -105,10 +112,7 @@ def make_descend(model: nn.Module) -> Descend:
                 out = layer(hidden)
             saved.append((name, layer, hidden, out))
             hidden = out
-        # dZ of the mean cross-entropy: (softmax - onehot) / B
-        delta = torch.softmax(hidden, dim=-1)
-        delta.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(delta[..., :1], -1.0))
-        delta.mul_(1.0 / batch)
+        delta = _logits_grad(hidden, y)
         new: Params = {}
         for index in range(len(saved) - 1, -1, -1):
             name, layer, inp, out = saved[index]
@@ -188,9 +192,7 @@ def make_prox(model: nn.Module) -> Callable[..., Params]:
                     out = layer(hidden)
                 saved.append((name, layer, hidden, out, weight))
                 hidden = out
-            delta = torch.softmax(hidden, dim=-1)
-            delta.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(delta[..., :1], -1.0))
-            delta.mul_(1.0 / batch)
+            delta = _logits_grad(hidden, y)
             new: Params = {}
             for index in range(len(saved) - 1, -1, -1):
                 name, layer, inp, out, weight = saved[index]
