@@ -72,6 +72,8 @@ def maml_direction(
 
     FO uses batches 0 (inner step) and 1 (outer gradient); HF adds batch 2 for the
     Hessian-vector product, so all three are independent as Per-FedAvg requires.
+    The formula as written; local updates take :func:`maml_step`, the same step regrouped for
+    fused execution (tests compare the two).
     """
     alpha = hp["personal_lr"]
     temp = descend(grad_fn, params, xs[0], ys[0], alpha)
