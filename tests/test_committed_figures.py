@@ -3,12 +3,24 @@
 For every figure in paper_figures/manifest.json, redraw it from the committed table under
 results/tables/ with the recorded arguments and compare bytes with the committed file and the
 manifest's sha256; the table copies in paper_figures/ must equal results/tables' files.
+
+In a git checkout the files checked are the COMMITTED ones (``git archive HEAD`` of
+paper_figures/, results/tables/ and config/ into a temporary folder): ``make reproduce``
+rewrites paper_figures/ and its manifest in the working tree from the small default config, by
+design, and that must not make the committed set look broken. Without git (an unpacked source
+archive) the working tree is the committed set and is checked as it is.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import io
 import json
+import shutil
+import subprocess
+import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,7 +28,29 @@ import pytest
 from persafl import figures
 from persafl.manifest import MANIFEST_FORMAT, figure_argv
 
-REPO = Path(__file__).resolve().parents[1]
+CHECKOUT = Path(__file__).resolve().parents[1]
+COMMITTED_PATHS = ("paper_figures", "results/tables", "config")
+
+
+def committed_root(checkout: Path) -> Path:
+    """A folder holding HEAD's committed figures, tables and configs (``checkout`` itself
+    when it is not a git checkout with those paths committed)."""
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(checkout), "archive", "--format=tar", "HEAD", *COMMITTED_PATHS],
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return checkout
+    root = Path(tempfile.mkdtemp(prefix="persafl-committed-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(root, filter="data")
+    return root
+
+
+REPO = committed_root(CHECKOUT)
 MANIFEST = REPO / "paper_figures" / "manifest.json"
 pytestmark = pytest.mark.skipif(
     not MANIFEST.is_file(),
