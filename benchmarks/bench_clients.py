@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="*",
         default=[],
         choices=["barrier", "delay"],
-        help="also time persafl.executor.run (both backends) on these schedules",
+        help="also time persafl.engine.executor.run (both backends) on these schedules",
     )
     parser.add_argument("--engine-clients", type=int, nargs="+", default=[20, 100])
     parser.add_argument("--engine-workloads", nargs="+", default=["mlp"], choices=list(WORKLOADS))
@@ -103,7 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-fuse",
         action="store_true",
-        help="vectorized path through batched autograd only (no persafl.fused steps)",
+        help="vectorized path through batched autograd only (no persafl.engine.fused steps)",
     )
     parser.add_argument(
         "--chunk", type=int, default=0, help="clients per stacked call (default: as the executor)"
@@ -238,7 +238,7 @@ def profile_top(fn, *args, rows: int = 12) -> str:
 
 
 def engine_rate(workload, method, hp, clients, schedule, backend, args):
-    """Time ``persafl.executor.run`` on random data: (client steps/s, jobs per local_update call).
+    """Time ``engine.executor.run`` on random data: (client steps/s, jobs per local_update call).
 
     Each client holds 200 random training samples and 2 test samples. A one-update, one-step
     run warms up first; the timed span goes from the update-0 evaluation's callback to the
@@ -248,11 +248,11 @@ def engine_rate(workload, method, hp, clients, schedule, backend, args):
     import torch
 
     from persafl.data import Dataset
-    from persafl.evaluate import Evaluator
-    from persafl.executor import run as run_engine
+    from persafl.engine.evaluate import Evaluator
+    from persafl.engine.executor import run as run_engine
+    from persafl.engine.schedule import ScheduleConfig, make_trace
     from persafl.models import build_model
     from persafl.partition import Partition
-    from persafl.schedule import ScheduleConfig, make_trace
 
     per_train, per_test = 200, 2
     gen = torch.Generator().manual_seed(1)
@@ -390,8 +390,8 @@ def run(args: argparse.Namespace) -> list[dict]:
 
             for clients in args.clients:
                 chunk = chunk_size(workload, method, steps, clients, args.mem_gb)
-                # the executor's cache cap (persafl.jobs.JobRunner.chunk_size), as it runs
-                from persafl.jobs import CACHE_COPIES, CACHE_ELEMENTS
+                # the executor's cache cap (persafl.engine.jobs.JobRunner.chunk_size), as it runs
+                from persafl.engine.jobs import CACHE_COPIES, CACHE_ELEMENTS
 
                 numel = sum(int(v.numel()) for v in params.values())
                 if args.device == "cpu":
@@ -502,7 +502,7 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
     if len(engine):
         lines += [
             "",
-            "## persafl.executor.run, both backends",
+            "## persafl.engine.executor.run, both backends",
             "",
             "Random data, 200 training samples per client; `barrier`: synchronous rounds of all "
             "clients (the vectorized backend computes each round as one stacked batch); `delay`: "

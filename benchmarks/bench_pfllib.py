@@ -1,7 +1,7 @@
 """Speed against PFLlib (github.com/TsingZ0/PFLlib): Per-FedAvg and pFedMe, MNIST, 20 clients.
 
 Runs the user's PFLlib checkout unmodified (``system/main.py``, in a separate Python given by
-``--pfllib-python``) and then our engine (``persafl.executor.run``, barrier schedule = synchronous
+``--pfllib-python``) and then our engine (``engine.executor.run``, barrier schedule = synchronous
 rounds with full participation, both backends) on the SAME partition: PFLlib's shipped
 ``dataset/MNIST`` (20 clients, Dirichlet alpha 0.1, 75 % train per client, pixels normalized
 to [-1, 1]), read from its ``train/<i>.npz`` / ``test/<i>.npz`` files into persafl's
@@ -162,10 +162,10 @@ def run_ours(data, partition, method_name: str, q: int, rounds: int, backend: st
     the cost of one evaluation timed again afterwards with the executor's own ``Evaluator``.
     """
     from persafl import methods
-    from persafl.evaluate import Evaluator
-    from persafl.executor import run
+    from persafl.engine.evaluate import Evaluator
+    from persafl.engine.executor import run
+    from persafl.engine.schedule import ScheduleConfig, make_trace
     from persafl.models import build_model
-    from persafl.schedule import ScheduleConfig, make_trace
 
     method = methods.get(method_name)
     hp = {"local_steps": q, "batch_size": BATCH, "local_lr": LR, "server_lr": 1.0}

@@ -9,12 +9,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from persafl import methods, rng
-from persafl.batches import draw_indices, eval_indices
 from persafl.data import load_dataset
-from persafl.executor import run
+from persafl.engine.batches import draw_indices, eval_indices
+from persafl.engine.executor import run
+from persafl.engine.schedule import ScheduleConfig, make_trace
 from persafl.models import build_model, init_params, make_grad_fn
 from persafl.partition import partition_dataset
-from persafl.schedule import ScheduleConfig, make_trace
 
 TINY_HP = {"local_steps": 3, "batch_size": 5, "inner_steps": 2}
 
@@ -278,7 +278,7 @@ def test_personalization_beats_the_global_model(name):
 
 
 def test_auto_backend_loops_over_clients_only_for_convolutions_on_a_cpu():
-    from persafl.executor import resolve_backend
+    from persafl.engine.executor import resolve_backend
     from persafl.models import build_model
 
     cpu = torch.device("cpu")
@@ -291,9 +291,9 @@ def test_auto_backend_loops_over_clients_only_for_convolutions_on_a_cpu():
 
 def test_stacked_chunks_keep_large_models_within_the_cache():
     from persafl import methods
-    from persafl.jobs import CACHE_COPIES, CACHE_ELEMENTS, JobRunner, JobTable
+    from persafl.engine.jobs import CACHE_COPIES, CACHE_ELEMENTS, JobRunner, JobTable
+    from persafl.engine.schedule import ScheduleConfig, make_trace
     from persafl.models import build_model, init_params
-    from persafl.schedule import ScheduleConfig, make_trace
 
     model = build_model("mlp", (784,), 10, hidden=100)
     params = init_params(model, 0)

@@ -1,11 +1,11 @@
-"""The fused step (persafl.fused) against autograd: base - lr * grad f(at), client by client."""
+"""The fused step (persafl.engine.fused) against autograd, client by client."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from persafl import fused
+from persafl.engine import fused
 from persafl.methods.base import descend, sgd_step
 from persafl.models import build_model, init_params, make_batched_grad_fn, make_grad_fn
 
@@ -89,7 +89,7 @@ def test_descend_helper_fused_and_unfused_agree() -> None:
 @pytest.mark.parametrize(("name", "shape", "kw"), CASES)
 @pytest.mark.parametrize("decay", [0.0, 0.3])
 def test_fused_prox_equals_generic_moreau_prox(name, shape, kw, decay) -> None:
-    """ME's inner solver through persafl.fused.make_prox (u = theta - fixed point, the first
+    """ME's inner solver through persafl.engine.fused.make_prox (u = theta - fixed point, the first
     layer's X a^T computed once) equals the generic loop of descend steps, start != anchor."""
     from persafl.methods import me
 

@@ -1,4 +1,4 @@
-"""Tests of the schedule (persafl.schedule) and the compute-time sampler (persafl.speeds)."""
+"""Tests of the schedule (engine.schedule) and the compute-time sampler (engine.speeds)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from persafl.schedule import ScheduleConfig, Trace, Update, make_trace
-from persafl.speeds import ComputeTimes, straggler_clients, validate_speed
+from persafl.engine.schedule import ScheduleConfig, Trace, Update, make_trace
+from persafl.engine.speeds import ComputeTimes, straggler_clients, validate_speed
 
 SPEEDS = [
     {"distribution": "exponential", "mean": 1.0},

@@ -16,7 +16,7 @@ A run config (docs/design.md "Run config") is a nested mapping::
 :class:`ConfigError` naming the key path, the value and what was expected, and merges the
 method's hyperparameter defaults under the user's ``hp``. The free-form ``params`` mappings
 (dataset, partition, model) are passed through to their builders, which check them; the
-``schedule`` section is checked by ``persafl.schedule.ScheduleConfig.from_dict``.
+``schedule`` section is checked by ``persafl.engine.schedule.ScheduleConfig.from_dict``.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def _resolve_method(section: dict[str, Any]) -> dict[str, Any]:
 
 def _resolve_schedule(section: dict[str, Any]) -> dict[str, Any]:
     """Check the schedule section with the schedule module's own parser."""
-    from persafl.schedule import ScheduleConfig
+    from persafl.engine.schedule import ScheduleConfig
 
     try:
         parsed = ScheduleConfig.from_dict(section)

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from persafl import fused
+from persafl.engine import fused
 from persafl.rng import torch_seed
 
 Params = dict[str, Tensor]
@@ -249,9 +249,9 @@ def make_batched_grad_fn(model: nn.Module, fuse: bool = True) -> GradFn:
     One ``torch.autograd.grad`` of ``sum_c mean_b loss(c, b)``: exactly each client's gradient
     of its own mean loss, because client c's loss depends only on client c's parameters.
     With ``fuse`` and a fully connected model, the function also carries a ``descend``
-    attribute (:func:`persafl.fused.make_descend`: ``base - lr * grad`` in one pass, no
+    attribute (:func:`persafl.engine.fused.make_descend`: ``base - lr * grad`` in one pass, no
     gradient tensor) that :func:`persafl.methods.base.descend` uses for SGD-type steps, and a
-    ``prox`` attribute (:func:`persafl.fused.make_prox`, ME's inner solver).
+    ``prox`` attribute (:func:`persafl.engine.fused.make_prox`, ME's inner solver).
     """
     forward = make_batched_forward(model)
 

@@ -2,7 +2,7 @@
 
 Builds the data set, the partition (from the config, or the saved ``--partition`` file the
 workflow passes), the model, the method and the schedule trace, replays the trace
-(:mod:`persafl.executor`) and writes into ``DIR`` atomically (docs/design.md "File formats"):
+(:mod:`persafl.engine.executor`) and writes into ``DIR`` atomically (docs/design.md "File formats"):
 ``metrics.csv``, ``clients.csv`` and, last, ``summary.json``. An existing ``summary.json`` is
 removed when the run starts, so its presence always marks a complete run of this config.
 
@@ -27,8 +27,8 @@ import numpy as np
 
 from persafl import __version__
 from persafl.config import ConfigError, load_run_config
-from persafl.evaluate import METRIC_COLUMNS
-from persafl.executor import ROW_PREFIX, RunResult
+from persafl.engine.evaluate import METRIC_COLUMNS
+from persafl.engine.executor import ROW_PREFIX, RunResult
 from persafl.io import atomic_write_csv, atomic_write_json
 
 log = logging.getLogger("persafl.train")
@@ -89,11 +89,11 @@ def train(
 
     from persafl import methods
     from persafl.data import load_dataset
-    from persafl.executor import run
+    from persafl.engine.executor import run
+    from persafl.engine.schedule import ScheduleConfig, make_trace
     from persafl.models import build_model
     from persafl.partition import build_partition
     from persafl.partition_io import load_partition
-    from persafl.schedule import ScheduleConfig, make_trace
 
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)

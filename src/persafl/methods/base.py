@@ -102,7 +102,7 @@ def descend(
     """``base - lr * grad f(at; x, y)`` (``base`` defaults to ``at``): every SGD-type step.
 
     A ``grad_fn`` that carries a fused ``descend`` (stacked fully connected models,
-    :mod:`persafl.fused`) computes it without materializing the gradient; any other goes
+    :mod:`persafl.engine.fused`) computes it without materializing the gradient; any other goes
     through ``grad_fn`` and :func:`sgd_step`. Both give the same values up to float rounding.
     """
     fused = getattr(grad_fn, "descend", None)

@@ -46,7 +46,7 @@ def moreau_prox(
     solver); converges for personal_lr < 2 / (L + lambda) on an L-smooth f.
     """
     lam, lr, decay = hp["moreau_lambda"], hp["personal_lr"], hp.get("weight_decay", 0.0)
-    fused = getattr(grad_fn, "prox", None)  # stacked MLPs: persafl.fused.make_prox
+    fused = getattr(grad_fn, "prox", None)  # stacked MLPs: persafl.engine.fused.make_prox
     if fused is not None and lam + decay > 0:
         return fused(start, anchor, x, y, lr, lam, decay, int(hp["inner_steps"]))
     # theta - lr (g + lam (theta - anchor) + decay theta), regrouped as

@@ -39,8 +39,8 @@ from torch import nn
 from tqdm import tqdm
 
 from persafl.data import Dataset
-from persafl.evaluate import Evaluation, Evaluator
-from persafl.jobs import (
+from persafl.engine.evaluate import Evaluation, Evaluator
+from persafl.engine.jobs import (
     MAX_AHEAD_JOBS,
     MEMORY_ELEMENTS,
     JobRunner,
@@ -49,9 +49,9 @@ from persafl.jobs import (
     stack,
     unstack,
 )
+from persafl.engine.schedule import Trace
 from persafl.methods import Method
 from persafl.models import Params, init_params
-from persafl.schedule import Trace
 
 if TYPE_CHECKING:
     from persafl.partition import Partition

@@ -10,11 +10,11 @@ Models (PersA-FL, "Asynchrony with bounded staleness"):
 - ``delay``: delay sampling. At update t a uniform client and a uniform tau in
   {0..min(t, bound)}; start version t - tau; time t.
 - ``clock``: a virtual clock. Each client's job times come from its speed distribution
-  (:mod:`persafl.speeds`); events in order of finish time, ties by client id. Arrivals fill a
+  (:mod:`persafl.engine.speeds`); events in order of finish time, ties by client id. Arrivals fill a
   buffer of ``buffer_size`` K; a full buffer is one update, and its clients then download the
   new version and start again. A too-stale arrival is either discarded (policy ``drop``) or
   prevented by admission control (policy ``wait``, see
-  :func:`persafl.schedule_clock.clock_wait_trace`).
+  :func:`persafl.engine.schedule_clock.clock_wait_trace`).
 - ``barrier``: synchronous rounds (FedAvg / Per-FedAvg / pFedMe reference): every selected
   client starts at version t, the round lasts as long as its slowest client.
 
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from persafl import rng
-from persafl.speeds import ComputeTimes, validate_speed
+from persafl.engine.speeds import ComputeTimes, validate_speed
 
 MODELS = ("delay", "clock", "barrier")
 POLICIES = ("drop", "wait")
@@ -214,7 +214,7 @@ def make_trace(
             f"schedule.buffer_size: got {cfg.buffer_size}, expected at most num_clients="
             f"{num_clients} (a buffer of K arrivals needs K distinct clients)"
         )
-    from persafl.schedule_clock import clock_drop_trace, clock_wait_trace  # circular import
+    from persafl.engine.schedule_clock import clock_drop_trace, clock_wait_trace  # circular import
 
     simulate = clock_drop_trace if cfg.policy == "drop" else clock_wait_trace
     return simulate(cfg, num_clients, seed, count)

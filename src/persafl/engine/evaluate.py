@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from persafl.batches import eval_indices, gather
+from persafl.engine.batches import eval_indices, gather
 from persafl.methods import Method
 from persafl.models import (
     Params,

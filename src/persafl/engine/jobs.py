@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from persafl.batches import gather, job_indices
+from persafl.engine.batches import gather, job_indices
+from persafl.engine.schedule import Trace
 from persafl.methods import Method
 from persafl.models import (
     Params,
@@ -29,7 +30,6 @@ from persafl.models import (
     make_batched_grad_fn,
     make_grad_fn,
 )
-from persafl.schedule import Trace
 
 # Default cap on how many scalars (batch features, activations, parameter copies) one stacked
 # call handles; larger sets of ready jobs are computed in chunks. 2^26 float32 = 256 MB.

@@ -1,6 +1,6 @@
 """The virtual clock of the asynchronous engine (drop and wait policies).
 
-Split from :mod:`persafl.schedule`, which owns the config and trace types and dispatches here.
+Split from :mod:`persafl.engine.schedule` (the config and trace types; it dispatches here).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import heapq
 from bisect import bisect_left, insort
 from collections import deque
 
-from persafl.schedule import ScheduleConfig, Trace, Update
-from persafl.speeds import ComputeTimes
+from persafl.engine.schedule import ScheduleConfig, Trace, Update
+from persafl.engine.speeds import ComputeTimes
 
 
 class _Clients:
