@@ -70,6 +70,11 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
+def train_jobs(counts: dict[str, int]) -> int:
+    """Training jobs in a job count: one rule per group (train_<dataset>_<partition>_<method>)."""
+    return sum(n for rule, n in counts.items() if rule.startswith("train_"))
+
+
 def dry_run(workdir: Path, *args: str) -> dict[str, int]:
     res = run(workdir, "-n", "--quiet=rules", *args)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -85,31 +90,36 @@ def test_dry_run_of_paper_config_lists_the_full_sweep(tmp_path):
     counts = dry_run(tmp_path, "--configfile", str(REPO / "config" / "config.yaml"))
     cfg = sweep.load_sweep_config([REPO / "config" / "config.yaml"])
     # synthetic, mnist, fashion_mnist x one partition x (4 methods x 4 bounds + local) x 5 seeds
-    assert counts["train"] == 3 * 1 * (4 * 4 + 1) * 5 == len(sweep.run_keys(cfg))
+    assert len(sweep.run_keys(cfg)) == 3 * 1 * (4 * 4 + 1) * 5
+    # trained in one group per data set, partition and method
+    assert train_jobs(counts) == 3 * 1 * 5 == len(sweep.group_keys(cfg))
+    assert counts["run_config"] == len(sweep.run_keys(cfg))
     assert counts["partition"] == 3 * 5
     assert counts["fetch_data"] == 2  # mnist and fashion_mnist; synthetic is generated
 
 
 def test_default_config_is_the_paper_config(tmp_path):
     counts = dry_run(tmp_path)
-    assert counts["train"] == 255
+    assert train_jobs(counts) == 15
+    assert counts["run_config"] == 255
 
 
 def test_partition_figure_needs_no_training(tmp_path):
     counts = dry_run(
         tmp_path, "paper_figures/fig_partition_synthetic.pdf", "--configfile", str(TEST_CONFIG)
     )
-    assert "train" not in counts
+    assert train_jobs(counts) == 0
     assert counts["partition"] == 1
 
 
-def test_accuracy_figure_trains_only_its_bound(tmp_path):
+def test_accuracy_figure_trains_only_its_groups(tmp_path):
+    """One figure pulls in the groups holding its runs: its data set's methods, every bound."""
     counts = dry_run(
         tmp_path, "paper_figures/fig_accuracy_synthetic.pdf", "--configfile", str(TEST_CONFIG)
     )
     cfg = sweep.load_sweep_config([TEST_CONFIG])
-    tau = cfg["figures"]["accuracy_tau"]
-    assert counts["train"] == len(sweep.run_keys(cfg, "synthetic", tau)) == 8
+    assert train_jobs(counts) == len(cfg["methods"]) == 4
+    assert counts["partition"] == len(cfg["seeds"])
 
 
 @pytest.mark.parametrize(
@@ -193,6 +203,7 @@ def tiny_run(tmp_path_factory):
     }
     done = [p for p in present if str(p.relative_to(workdir)) not in incomplete]
     facts["done_before_kill"] = len(done)
+    facts["done_runs"] = set(done)
     facts["running_at_kill"] = len(
         [p for p in summaries if str(p.relative_to(workdir)) in incomplete]
     )
@@ -213,9 +224,19 @@ def test_interrupted_run_reruns_only_missing_jobs(tiny_run):
     n_runs = len(expected_summaries(workdir))
     assert facts["done_before_kill"] >= 1
     assert facts["running_at_kill"] >= 1  # the kill did interrupt training
-    assert facts["rerun_counts"]["train"] == n_runs - facts["done_before_kill"]
-    started = re.findall(r"rule train:", facts["resume_log"])
-    assert len(started) == n_runs - facts["done_before_kill"]
+    cfg = sweep.load_sweep_config([TEST_CONFIG])
+    groups = {
+        g: [workdir / sweep.run_dir(k) / "summary.json" for k in sweep.group_runs(cfg, g)]
+        for g in sweep.group_keys(cfg)
+    }
+    # a group is done when all its runs are: those are kept, the others rerun whole
+    done = facts["done_runs"]
+    unfinished = [g for g, paths in groups.items() if not all(p in done for p in paths)]
+    assert 0 < len(unfinished) < len(groups)
+    assert sum(len(groups[g]) for g in unfinished) == n_runs - facts["done_before_kill"]
+    assert train_jobs(facts["rerun_counts"]) == len(unfinished)
+    started = re.findall(r"rule (train_\w+):", facts["resume_log"])
+    assert sorted(started) == sorted(sweep.group_rule_name(g) for g in unfinished)
 
 
 def test_tiny_run_writes_every_figure_and_table(tiny_run):
@@ -258,7 +279,7 @@ def test_moving_or_splitting_the_config_reruns_nothing(tiny_run, tmp_path):
     rest.write_text(yaml.safe_dump(cfg))
     for files in ([str(moved)], [str(rest), str(seeds)]):
         counts = dry_run(workdir, "--configfile", *files)
-        assert counts.get("train", 0) == 0 and counts.get("run_config", 0) == 0, counts
+        assert train_jobs(counts) == 0 and counts.get("run_config", 0) == 0, counts
 
 
 def test_report_is_written(tiny_run):

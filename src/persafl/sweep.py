@@ -30,11 +30,16 @@ from typing import Any, NamedTuple
 import yaml
 
 __all__ = [
+    "GroupKey",
     "RunKey",
     "SweepError",
     "check_sweep",
     "config_hash",
     "datasets",
+    "group_dir",
+    "group_keys",
+    "group_rule_name",
+    "group_runs",
     "load_sweep_config",
     "partition_dir",
     "partition_keys",
@@ -174,6 +179,43 @@ def run_keys(
                     for seed in cfg["seeds"]:
                         keys.append(RunKey(name, partition, method, t, seed))
     return keys
+
+
+class GroupKey(NamedTuple):
+    """A training group: the runs of one method on one data set and partition (every bound
+    and seed), trained in one process with their client jobs stacked together."""
+
+    dataset: str
+    partition: str
+    method: str
+
+
+def group_keys(cfg: Mapping[str, Any]) -> list[GroupKey]:
+    """Every training group of the sweep, in run order."""
+    seen: dict[GroupKey, None] = {}
+    for key in run_keys(cfg):
+        seen.setdefault(GroupKey(key.dataset, key.partition, key.method), None)
+    return list(seen)
+
+
+def group_runs(cfg: Mapping[str, Any], group: GroupKey) -> list[RunKey]:
+    """The runs of ``group`` (bounds, then seeds)."""
+    return [
+        k
+        for k in run_keys(cfg, group.dataset)
+        if (k.partition, k.method) == (group.partition, group.method)
+    ]
+
+
+def group_dir(group: GroupKey) -> str:
+    """``dataset~D/partition~P/method~M``: the group's log and benchmark path."""
+    return f"dataset~{group.dataset}/partition~{group.partition}/method~{group.method}"
+
+
+def group_rule_name(group: GroupKey) -> str:
+    """``train_<dataset>_<partition>_<method>`` as an identifier (the group's rule name)."""
+    raw = f"train_{group.dataset}_{group.partition}_{group.method}"
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in raw)
 
 
 def partition_keys(

@@ -14,12 +14,15 @@ and a message naming what to fix.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import os
 import platform
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,99 +88,190 @@ def train(
     config: dict[str, Any], out: Path, partition_file: Path | None = None, progress: bool = False
 ) -> RunResult:
     """Run the resolved ``config`` and write its outputs into ``out``."""
+    return train_group([(config, out, partition_file)], progress=progress)[0]
+
+
+@dataclass
+class _Run:
+    """One run of a group, set up and ready to replay."""
+
+    config: dict[str, Any]
+    out: Path
+    partition: Any  # as saved (indices into its own data set)
+    pooled: Any  # indices into the group's pooled tensors
+    trace: Any
+    device: str
+    replay: Any = None
+
+
+def _load_partition(config: dict[str, Any], data: Any, partition_file: Path | None) -> Any:
+    from persafl.partition import build_partition
+    from persafl.partition_io import load_partition
+
+    if partition_file is None:
+        try:
+            return build_partition(config, data)
+        except ValueError as err:
+            raise ConfigError(f"config section 'partition': {err}") from err
+    partition = load_partition(partition_file)
+    top = max((int(t.max()) for t in [*partition.train, *partition.test] if len(t)), default=0)
+    if top >= len(data.y):
+        raise ConfigError(
+            f"partition {partition_file} indexes sample {top}, but data set "
+            f"{data.name!r} has {len(data.y)} samples: it was made for other data"
+        )
+    return partition
+
+
+def _shifted(partition: Any, offset: int) -> Any:
+    """``partition`` with every index moved by ``offset`` (data sets pooled in a group)."""
+    if offset == 0:
+        return partition
+    return dataclasses.replace(
+        partition,
+        train=[t + offset for t in partition.train],
+        test=[t + offset for t in partition.test],
+    )
+
+
+def train_group(
+    runs: list[tuple[dict[str, Any], Path, Path | None]], progress: bool = False
+) -> list[RunResult]:
+    """Train several runs in one process, their client jobs stacked together.
+
+    ``runs``: (resolved config, output directory, saved partition or None) each. Every run
+    is set up (and its config errors raised) before any trains; runs of the same method and
+    hyperparameters share stacked calls (:mod:`persafl.engine.group`). Each run's directory
+    gets exactly what a run alone writes; ``summary.json`` records the group's size and wall
+    time, and ``wall_seconds`` is the run's share of it.
+    """
     import torch
 
     from persafl import methods
     from persafl.data import load_dataset
-    from persafl.engine.executor import run
+    from persafl.engine.executor import prepare
+    from persafl.engine.group import drive
     from persafl.engine.schedule import ScheduleConfig, make_trace
     from persafl.models import build_model
-    from persafl.partition import build_partition
-    from persafl.partition_io import load_partition
 
     started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").unlink(missing_ok=True)  # not complete until written again
-    seed = config["seed"]
-    device = pick_device(config["device"])
-    data_cfg, model_cfg = config["dataset"], config["model"]
-    data = load_dataset(data_cfg["name"], data_cfg["root"], **data_cfg["params"])
-    if partition_file is not None:
-        partition = load_partition(partition_file)
-        top = max((int(t.max()) for t in [*partition.train, *partition.test] if len(t)), default=0)
-        if top >= len(data.y):
-            raise ConfigError(
-                f"partition {partition_file} indexes sample {top}, but data set "
-                f"{data.name!r} has {len(data.y)} samples: it was made for other data"
-            )
-    else:
-        try:
-            partition = build_partition(config, data)
-        except ValueError as err:
-            raise ConfigError(f"config section 'partition': {err}") from err
-    model = build_model(
-        model_cfg["name"], data.x.shape[1:], data.num_classes, **model_cfg["params"]
-    )
-    method = methods.get(config["method"]["name"])
-    schedule = ScheduleConfig.from_dict(config["schedule"])
-    trace = make_trace(schedule, len(partition.train), seed)
+    for _, out, _ in runs:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").unlink(missing_ok=True)  # not complete until written again
+    # One copy of each distinct data set per device; runs index into the pooled tensors.
+    pools: dict[str, list[Any]] = {}  # device -> [x parts, y parts, size]
+    loaded: dict[tuple[str, str], tuple[Any, int]] = {}  # (data key, device) -> (data, offset)
+    setups: list[_Run] = []
+    for config, out, partition_file in runs:
+        device = pick_device(config["device"])
+        data_cfg = config["dataset"]
+        key = (json.dumps(data_cfg, sort_keys=True), device)
+        if key not in loaded:
+            data = load_dataset(data_cfg["name"], data_cfg["root"], **data_cfg["params"])
+            pool = pools.setdefault(device, [[], [], 0])
+            loaded[key] = (data, pool[2])
+            pool[0].append(data.x)
+            pool[1].append(data.y)
+            pool[2] += len(data.y)
+        data, offset = loaded[key]
+        partition = _load_partition(config, data, partition_file)
+        trace = make_trace(ScheduleConfig.from_dict(config["schedule"]), len(partition.train),
+                           config["seed"])
+        setups.append(_Run(config, out, partition, _shifted(partition, offset), trace, device))
+    tensors = {
+        device: (torch.cat(xs).to(device), torch.cat(ys).to(device))
+        for device, (xs, ys, _) in pools.items()
+    }
+    for run in setups:
+        config, seed = run.config, run.config["seed"]
+        data = loaded[(json.dumps(config["dataset"], sort_keys=True), run.device)][0]
+        model = build_model(
+            config["model"]["name"], data.x.shape[1:], data.num_classes, **config["model"]["params"]
+        )
+        x, y = tensors[run.device]
+        run.replay = prepare(
+            run.trace,
+            methods.get(config["method"]["name"]),
+            config["method"]["hp"],
+            model,
+            data,
+            run.pooled,
+            seed,
+            backend=config["backend"],
+            eval_every=config["eval"]["every"],
+            callback=_reporter(run.out, run.trace.num_updates, len(runs) > 1),
+            device=run.device,
+            x=x,
+            y=y,
+        )
+    log.info("training %d run(s) in one group", len(setups))
+    results = drive([run.replay for run in setups], progress=progress)
+    wall = time.perf_counter() - started
+    for run, result in zip(setups, results, strict=True):
+        if result.status != "completed":
+            log.warning("run %s %s: %s", run.out, result.status, result.message)
+        _write(run, result, wall, len(setups))
+    return results
 
+
+def _reporter(out: Path, num_updates: int, named: bool) -> Any:
     def report(row: dict[str, Any]) -> None:
         log.info(
-            "update %d/%d  global_acc_ca=%.4f  personal_acc_ca=%.4f  grad_evals=%d",
+            "%supdate %d/%d  global_acc_ca=%.4f  personal_acc_ca=%.4f  grad_evals=%d",
+            f"{out}: " if named else "",
             row["update"],
-            trace.num_updates,
+            num_updates,
             row["global_acc_ca"],
             row["personal_acc_ca"],
             row["grad_evals"],
         )
 
-    result = run(
-        trace,
-        method,
-        config["method"]["hp"],
-        model,
-        data,
-        partition,
-        seed,
-        backend=config["backend"],
-        eval_every=config["eval"]["every"],
-        callback=report,
-        device=device,
-        progress=progress,
-    )
-    if result.status != "completed":
-        log.warning("run %s: %s", result.status, result.message)
+    return report
+
+
+def _write(run: _Run, result: RunResult, group_wall: float, group_size: int) -> None:
+    """The run's files, ``summary.json`` last (atomically)."""
+    import torch
+
+    out, config = run.out, run.config
     atomic_write_csv(out / "metrics.csv", result.rows, METRICS_COLUMNS)
-    atomic_write_csv(out / "clients.csv", _client_rows(partition, result), CLIENT_COLUMNS)
+    atomic_write_csv(out / "clients.csv", _client_rows(run.partition, result), CLIENT_COLUMNS)
     summary = {
         "status": result.status,
         "message": result.message,
         "config": config,
-        "seed": seed,
+        "seed": config["seed"],
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
             "numpy": np.__version__,
             "persafl": __version__,
         },
-        "device": device,
+        "device": run.device,
         "git_commit": git_commit(),
-        "wall_seconds": time.perf_counter() - started,
+        "wall_seconds": group_wall / group_size,
+        "group": {"runs": group_size, "wall_seconds": group_wall},
         "final": result.rows[-1] if result.rows else {},
-        "trace": trace.summary(),
+        "trace": run.trace.summary(),
         "updates_applied": result.updates_applied,
     }
     atomic_write_json(out / "summary.json", summary)
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit code (0 also for a diverged run)."""
+    """CLI entry point; returns the exit code (0 also for a diverged run).
+
+    ``--config``, ``--out`` and ``--partition`` may be repeated (in the same order, one each
+    per run) to train a group of runs in one process with their client jobs stacked.
+    """
     parser = argparse.ArgumentParser(prog="python -m persafl.train", description=__doc__)
-    parser.add_argument("--config", required=True, type=Path, help="run config (YAML)")
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--partition", type=Path, help="saved partition .npz to use")
+    parser.add_argument(
+        "--config", required=True, type=Path, action="append", help="run config (YAML)"
+    )
+    parser.add_argument("--out", required=True, type=Path, action="append", help="output folder")
+    parser.add_argument(
+        "--partition", type=Path, action="append", help="saved partition .npz to use"
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -185,6 +279,13 @@ def main(argv: list[str] | None = None) -> int:
         help="torch CPU threads (default: $PERSAFL_THREADS, else torch's default)",
     )
     args = parser.parse_args(argv)
+    partitions = args.partition or [None] * len(args.config)
+    if not len(args.config) == len(args.out) == len(partitions):
+        parser.error(
+            f"got {len(args.config)} --config, {len(args.out)} --out and "
+            f"{len(args.partition or [])} --partition: give one --out (and one --partition, "
+            "if any) per --config, in the same order"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     # Deterministic cuBLAS needs this before CUDA starts (harmless on CPU).
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -198,16 +299,21 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from persafl.data import DataError
 
+    current = args.config[0]
     try:
-        config = load_run_config(args.config)
-        result = train(config, args.out, args.partition, progress=sys.stderr.isatty())
+        runs = []
+        for current, out, partition in zip(args.config, args.out, partitions, strict=True):
+            runs.append((load_run_config(current), out, partition))
+        current = args.config[0] if len(runs) == 1 else "group"
+        results = train_group(runs, progress=sys.stderr.isatty())
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except ValueError as err:  # parameters checked by the data/partition/model builders
-        print(f"error: {args.config}: {err}", file=sys.stderr)
+        print(f"error: {current}: {err}", file=sys.stderr)
         return 1
-    log.info("%s: %s -> %s", result.status, args.config, args.out)
+    for (_, out, _), result, path in zip(runs, results, args.config, strict=True):
+        log.info("%s: %s -> %s", result.status, path, out)
     return 0
 
 

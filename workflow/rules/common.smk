@@ -8,7 +8,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from persafl import manifest, sweep
+from persafl import manifest, resources, sweep
 
 validate(config, "../schemas/config.schema.yaml")
 try:
@@ -103,6 +103,24 @@ def data_flag(wildcards):
 def partition_file(wildcards):
     d = sweep.partition_dir(wildcards.dataset, wildcards.partition, int(wildcards.seed))
     return f"{d}/partition.npz"
+
+
+MEASURED = resources.load_measured()
+
+
+def group_resources(group, runs):
+    """A training group's mem_mb and runtime: measured (workflow/resources/train_groups.csv)
+    or, unmeasured, its data set's config resources (persafl.resources)."""
+    fallback = config["datasets"][group.dataset]["resources"]
+    return resources.group_resources(sweep.group_dir(group), runs, fallback, MEASURED)
+
+
+def train_args(configs, partitions, dirs):
+    """The train CLI's --config/--partition/--out triple of every run of a group."""
+    return " ".join(
+        f"--config {shlex.quote(c)} --partition {shlex.quote(p)} --out {shlex.quote(d)}"
+        for c, p, d in zip(configs, partitions, dirs)
+    )
 
 
 def train_resource(name):

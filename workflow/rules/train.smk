@@ -1,6 +1,7 @@
-# One training run per (dataset, partition, method, staleness bound, seed). The train CLI
-# writes summary.json last and atomically: a killed run leaves no summary.json, and snakemake
-# reruns exactly the runs whose summary.json is missing.
+# Training, one job per group: the runs of one method on one data set and partition (every
+# staleness bound and seed) train in one process, their client jobs stacked together
+# (persafl.engine.group). Each run still gets its own directory with summary.json written last;
+# a changed run config retrains only its group, and an interrupted group reruns whole.
 
 RUN = "dataset~{dataset}/partition~{partition}/method~{method}/tau~{tau}/seed~{seed}"
 
@@ -18,26 +19,35 @@ rule run_config:
         "python -m persafl.sweep write --json {params.resolved:q} --out {output} > {log} 2>&1"
 
 
-rule train:
-    input:
-        config=f"results/runs/{RUN}/run.yaml",
-        partition=partition_file,
-    output:
-        metrics=f"results/runs/{RUN}/metrics.csv",
-        clients=f"results/runs/{RUN}/clients.csv",
-        summary=f"results/runs/{RUN}/summary.json",
-    log:
-        f"results/logs/train/{RUN}.log",
-    benchmark:
-        f"results/benchmarks/train/{RUN}.tsv"
-    params:
-        out=output_dir,
-    threads: train_resource("threads")
-    resources:
-        mem_mb=train_resource("mem_mb"),
-        runtime=train_resource("runtime"),
-    conda:
-        ENV
-    shell:
-        "python -m persafl.train --config {input.config} --partition {input.partition}"
-        " --out {params.out} --threads {threads} > {log} 2>&1"
+for group in sweep.group_keys(config):
+    keys = sweep.group_runs(config, group)
+    dirs = [sweep.run_dir(k) for k in keys]
+    configs = [f"{d}/run.yaml" for d in dirs]
+    parts = [f"{sweep.partition_dir(k.dataset, k.partition, k.seed)}/partition.npz" for k in keys]
+    ds = config["datasets"][group.dataset]["resources"]
+    need = group_resources(group, len(keys))
+
+    rule:
+        name:
+            sweep.group_rule_name(group)
+        input:
+            configs=configs,
+            partitions=parts,
+        output:
+            metrics=[f"{d}/metrics.csv" for d in dirs],
+            clients=[f"{d}/clients.csv" for d in dirs],
+            summaries=[f"{d}/summary.json" for d in dirs],
+        log:
+            f"results/logs/train/{sweep.group_dir(group)}.log",
+        benchmark:
+            f"results/benchmarks/train/{sweep.group_dir(group)}.tsv"
+        params:
+            runs=train_args(configs, parts, dirs),
+        threads: ds["threads"]
+        resources:
+            mem_mb=need["mem_mb"],
+            runtime=need["runtime"],
+        conda:
+            ENV
+        shell:
+            "python -m persafl.train {params.runs} --threads {threads} > {log} 2>&1"

@@ -28,18 +28,17 @@ the schedule are not counted here; ``trace.jobs_started`` gives their number).
 from __future__ import annotations
 
 import heapq
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
-from tqdm import tqdm
+from torch import Tensor, nn
 
 from persafl.data import Dataset
 from persafl.engine.evaluate import Evaluation, Evaluator
+from persafl.engine.group import Request, drive
 from persafl.engine.jobs import (
     MAX_AHEAD_JOBS,
     MEMORY_ELEMENTS,
@@ -112,7 +111,39 @@ def run(
 
     The data are moved to ``device`` once; ``model`` is moved there too. ``init`` defaults to
     ``init_params(model, seed)``. ``callback(row)`` is called after each evaluation;
-    ``progress`` shows a tqdm bar on stderr.
+    ``progress`` shows a tqdm bar on stderr. One run alone is a group of one
+    (:func:`persafl.engine.group.drive`).
+    """
+    replay = prepare(
+        trace, method, hp, model, data, partition, seed, backend, eval_every, callback,
+        device=device, init=init, max_ahead_jobs=max_ahead_jobs, memory_elements=memory_elements,
+    )
+    return drive([replay], progress=progress)[0]
+
+
+def prepare(
+    trace: Trace,
+    method: Method,
+    hp: Mapping[str, Any],
+    model: nn.Module,
+    data: Dataset,
+    partition: Partition,
+    seed: int,
+    backend: str = "auto",
+    eval_every: int = 50,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    init: Params | None = None,
+    max_ahead_jobs: int = MAX_AHEAD_JOBS,
+    memory_elements: int = MEMORY_ELEMENTS,
+    x: Tensor | None = None,
+    y: Tensor | None = None,
+) -> Replay:
+    """Check the inputs and set up one run's replay (arguments as :func:`run`).
+
+    ``x``, ``y``: the data already on ``device`` (a group shares one copy); default
+    ``data.x``/``data.y`` moved there.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: got {backend!r}, expected one of {list(BACKENDS)}")
@@ -129,8 +160,9 @@ def run(
         )
     if eval_every < 1:
         raise ValueError(f"eval_every: got {eval_every!r}, expected an integer >= 1")
-    x, y = data.x.to(device), data.y.to(device)
-    model = model.to(device)
+    if x is None or y is None:
+        x, y = data.x.to(device), data.y.to(device)
+    model = model.to(x.device)
     if backend == "auto":
         backend = resolve_backend(model, x.device)
     if init is None:
@@ -139,12 +171,21 @@ def run(
     jobs = JobTable.from_trace(trace)
     runner = JobRunner(method, hp, model, x, y, train, jobs, seed, memory_elements)
     evaluator = Evaluator(model, method, hp, x, y, train, test, seed)
-    replay = _Replay(trace, method, hp, runner, jobs, evaluator, backend, max_ahead_jobs)
-    return replay.run(params, eval_every, callback, progress)
+    return Replay(
+        trace, method, hp, runner, jobs, evaluator, backend, max_ahead_jobs,
+        params, eval_every, callback,
+    )
 
 
-class _Replay:
-    """The state of one replay (kept in an object so the hot loop reads top to bottom)."""
+class Replay:
+    """One run's replay of its trace, as a generator of compute requests.
+
+    :meth:`steps` walks the trace; where a job must be computed with the vectorized backend it
+    yields a :class:`persafl.engine.group.Request` (the jobs whose start model is known, and
+    their start parameters) and receives the new parameters. The driver
+    (:func:`persafl.engine.group.drive`) answers the requests of many replays with one stacked
+    call; the sequential backend computes its jobs in place and yields nothing.
+    """
 
     def __init__(
         self,
@@ -156,9 +197,13 @@ class _Replay:
         evaluator: Evaluator,
         backend: str,
         max_ahead_jobs: int,
+        params: Params,
+        every: int,
+        callback: Callable[[dict[str, Any]], None] | None,
     ) -> None:
         self.trace, self.method, self.runner, self.jobs = trace, method, runner, jobs
         self.evaluator, self.backend, self.max_ahead = evaluator, backend, max_ahead_jobs
+        self.params, self.every, self.callback = params, every, callback
         self.local = method.name == "local"
         self.server_lr = float(hp.get("server_lr", 1.0))
         self.grads_per_job = int(method.grads_per_step(hp)) * int(hp["local_steps"])
@@ -167,9 +212,14 @@ class _Replay:
         self.cumulative = trace.cumulative()
         self.result = RunResult()
 
+    @property
+    def num_updates(self) -> int:
+        return len(self.trace.updates)
+
     # ----- the loop -----
-    def run(self, params: Params, every: int, callback: Any, progress: bool) -> RunResult:
-        n = len(self.trace.updates)
+    def steps(self) -> Generator[Request, Params, RunResult]:
+        """Replay the trace; yields compute requests, returns the run's result."""
+        params, n = self.params, self.num_updates
         if self.local:
             self.own = [dict(params) for _ in range(self.trace.num_clients)]
             self.latest = [dict(params) for _ in range(self.trace.num_clients)]
@@ -179,38 +229,34 @@ class _Replay:
             self.last_use = self.jobs.last_use()
             self.order = np.lexsort((np.arange(len(self.jobs)), self.jobs.start))
             self.next_ready, self.ready = 0, []
-        bar = tqdm(total=n, file=sys.stderr, disable=not progress, unit="upd", leave=False)
         try:
-            self._evaluate(0, callback)
+            self._evaluate(0)
             for k in range(n):
-                self._step(k)
+                yield from self._step(k)
                 self.result.updates_applied = k + 1
                 self.result.grad_evals += self.grads_per_job * len(self.jobs.of_update(k))
-                bar.update(1)
-                if (k + 1) % every == 0 or k + 1 == n:
-                    self._evaluate(k + 1, callback)
+                if (k + 1) % self.every == 0 or k + 1 == n:
+                    self._evaluate(k + 1)
         except _Stop as stop:
             self.result.status, self.result.message = "diverged", str(stop)
-        finally:
-            bar.close()
         if self.local:
             self.result.own = self.own
         else:
             self.result.server = self.versions[self.result.updates_applied]
         return self.result
 
-    def _step(self, k: int) -> None:
+    def _step(self, k: int) -> Generator[Request, Params, None]:
         ids = list(self.jobs.of_update(k))
         if self.local:
             for job in ids:  # slot order: a client twice in one update chains its jobs
                 if job not in self.results:
-                    self._compute_local(job)
+                    yield from self._compute_local(job)
                 self._check(job, k)
                 self.own[int(self.jobs.client[job])] = self.results.pop(job)
             return
         for job in ids:
             if job not in self.results:
-                self._compute_server(job, k)
+                yield from self._compute_server(job, k)
             self._check(job, k)
         deltas = [self.results.pop(job) for job in ids]
         current = self.versions[k]
@@ -218,7 +264,7 @@ class _Replay:
             name: value - self.server_lr * torch.stack([d[name] for d in deltas]).mean(dim=0)
             for name, value in current.items()
         }
-        if not all(bool(torch.isfinite(v).all()) for v in new.values()):
+        if not bool(finite_rows({name: v[None] for name, v in new.items()})):
             raise _Stop(f"diverged at update {k}: the server model became non-finite")
         self.versions[k + 1] = new
         for version in [v for v in self.versions if v <= k and self.last_use.get(v, -1) <= k]:
@@ -233,7 +279,7 @@ class _Replay:
             )
 
     # ----- computing jobs -----
-    def _compute_server(self, job: int, k: int) -> None:
+    def _compute_server(self, job: int, k: int) -> Generator[Request, Params, None]:
         """Compute ``job`` (of update ``k``), and with the vectorized backend all ready jobs."""
         self.result.compute_calls += 1
         if self.backend == "sequential":
@@ -255,7 +301,7 @@ class _Replay:
         # The smallest ready ids are the current update's (earlier ones are consumed).
         assert job in batch, "the executor computes ready jobs in trace order"
         starts = stack([self.versions[int(self.jobs.start[j])] for j in batch])
-        new = self.runner.stacked(batch, starts)
+        new = yield Request(self.runner, batch, starts)
         flags = finite_rows(new).tolist()
         deltas = unstack({name: starts[name] - new[name] for name in starts}, len(batch))
         for j, delta, flag in zip(batch, deltas, flags, strict=True):
@@ -270,7 +316,7 @@ class _Replay:
             chain.reverse()  # pop() from the end gives the next job
         return chains
 
-    def _compute_local(self, job: int) -> None:
+    def _compute_local(self, job: int) -> Generator[Request, Params, None]:
         """Compute ``job``; vectorized: also the next job of every other client."""
         self.result.compute_calls += 1
         if self.backend == "sequential":
@@ -285,7 +331,7 @@ class _Replay:
         clients = [int(self.jobs.client[j]) for j in heads]
         for client in clients:
             self.chains[client].pop()
-        new = self.runner.stacked(heads, stack([self.latest[c] for c in clients]))
+        new = yield Request(self.runner, heads, stack([self.latest[c] for c in clients]))
         flags = finite_rows(new).tolist()
         for j, client, params, flag in zip(
             heads, clients, unstack(new, len(heads)), flags, strict=True
@@ -293,7 +339,7 @@ class _Replay:
             self.results[j], self.finite[j], self.latest[client] = params, flag, params
 
     # ----- evaluation -----
-    def _evaluate(self, u: int, callback: Any) -> None:
+    def _evaluate(self, u: int) -> None:
         """Evaluate after ``u`` updates and append a metrics row."""
         if self.local:
             evaluation = self.evaluator.evaluate(u, None, stack(self.own))
@@ -313,5 +359,5 @@ class _Replay:
         }
         self.result.rows.append(row)
         self.result.last = evaluation
-        if callback is not None:
-            callback(row)
+        if self.callback is not None:
+            self.callback(row)
