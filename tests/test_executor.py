@@ -124,16 +124,23 @@ def test_caps_and_chunks_do_not_change_results(problem, name):
 
 
 def _hand_batches(data, train: np.ndarray, seed: int, k: int, slot: int, shape: tuple):
-    """The documented batch rule, written out: per batch without replacement if possible."""
+    """The documented batch rule, written out: without replacement if possible (choice per
+    batch below 4 B samples, else rows of uniform draws, a row with a repeat drawn again)."""
     generator = rng.generator(seed, "batch", k, slot)
     steps, per_step, batch = shape
-    rows = []
-    for _ in range(steps * per_step):
-        if len(train) >= batch:
-            rows.append(generator.choice(len(train), size=batch, replace=False))
-        else:
-            rows.append(generator.integers(0, len(train), size=batch))
-    index = torch.from_numpy(train[np.stack(rows)].reshape(shape))
+    n, count = len(train), steps * per_step
+    if n < batch:
+        rows = generator.integers(0, n, size=(count, batch))
+    elif n < 4 * batch:
+        rows = np.stack([generator.choice(n, size=batch, replace=False) for _ in range(count)])
+    else:
+        rows = generator.integers(0, n, size=(count, batch))
+        while True:
+            bad = [i for i, row in enumerate(rows) if len(set(row.tolist())) < batch]
+            if not bad:
+                break
+            rows[bad] = generator.integers(0, n, size=(len(bad), batch))
+    index = torch.from_numpy(train[rows].reshape(shape))
     return data.x[index], data.y[index]
 
 
@@ -349,3 +356,24 @@ def test_property_bound_zero_is_one_client_at_a_time_and_reproducible(
         new = method.local_update(x, xb, yb, hp, grad_fn)
         x = {p: x[p] - hp["server_lr"] * (x[p] - new[p]) for p in x}
     assert params_close(result.server, x, atol=1e-5)
+
+
+def test_batches_without_replacement_are_uniform_over_subsets():
+    """The rejection sampler (n >= 4B) draws every B-subset equally often (chi-square test
+    over all 220 subsets of 12 choose 3, fixed seed), and no batch repeats a sample."""
+    from itertools import combinations
+
+    train = np.arange(100, 112)
+    rows = draw_indices(rng.generator(1, "uniform"), train, count=44_000, batch_size=3)
+    assert all(len(set(r)) == 3 for r in rows[:2000])
+    subsets = {s: 0 for s in combinations(train.tolist(), 3)}
+    for row in np.sort(rows, axis=1).tolist():
+        subsets[tuple(row)] += 1
+    counts = np.array(list(subsets.values()))
+    expected = len(rows) / len(subsets)
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    # 219 degrees of freedom: the 99.9 % quantile is about 295
+    assert chi2 < 295, chi2
+    # the first position of a row is uniform too (order within a batch is random)
+    first = np.bincount(rows[:, 0] - 100, minlength=12) / len(rows)
+    np.testing.assert_allclose(first, 1 / 12, atol=0.01)

@@ -22,18 +22,37 @@ from persafl import rng
 def draw_indices(
     generator: np.random.Generator, train_indices: np.ndarray, count: int, batch_size: int
 ) -> np.ndarray:
-    """``count`` batches of ``batch_size`` data-set indices from ``train_indices``: [count, B]."""
+    """``count`` batches of ``batch_size`` data-set indices from ``train_indices``: [count, B].
+
+    Without replacement (``n >= B``): all rows are drawn at once as ``B`` uniform positions
+    each, and a row holding a repeat is drawn again whole until none does. A row is accepted
+    with the same probability whatever distinct positions it holds, so every ordered B-tuple
+    of distinct positions is equally likely: the law of ``choice(n, B, replace=False)``, at a
+    fraction of its cost (one ``choice`` call per batch took about 10 us, and a job draws 20
+    to 60 of them). When repeats are likely (``n < 4 B``) ``choice`` is used row by row.
+    """
     n = int(train_indices.shape[0])
     if n == 0:
         raise ValueError("cannot draw a batch from a client with no training samples")
-    if n >= batch_size:
-        # Generator.choice without replacement costs O(n) per batch; fine at these sizes.
+    if n < batch_size:
+        positions = generator.integers(0, n, size=(count, batch_size))
+    elif n < 4 * batch_size:
         positions = np.stack(
             [generator.choice(n, size=batch_size, replace=False) for _ in range(count)]
         )
     else:
         positions = generator.integers(0, n, size=(count, batch_size))
+        redo = _has_repeats(positions)
+        while redo.any():
+            positions[redo] = generator.integers(0, n, size=(int(redo.sum()), batch_size))
+            redo[redo] = _has_repeats(positions[redo])
     return train_indices[positions]
+
+
+def _has_repeats(rows: np.ndarray) -> np.ndarray:
+    """Bool per row: whether the row holds a value twice."""
+    ordered = np.sort(rows, axis=1)
+    return (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
 
 
 def job_indices(
