@@ -260,10 +260,14 @@ class Replay:
             self._check(job, k)
         deltas = [self.results.pop(job) for job in ids]
         current = self.versions[k]
-        new = {
-            name: value - self.server_lr * torch.stack([d[name] for d in deltas]).mean(dim=0)
-            for name, value in current.items()
-        }
+        if len(deltas) == 1:  # the mean of one delta is itself: skip stacking it
+            (delta,) = deltas
+            new = {name: value - self.server_lr * delta[name] for name, value in current.items()}
+        else:
+            new = {
+                name: value - self.server_lr * torch.stack([d[name] for d in deltas]).mean(dim=0)
+                for name, value in current.items()
+            }
         if not bool(finite_rows({name: v[None] for name, v in new.items()})):
             raise _Stop(f"diverged at update {k}: the server model became non-finite")
         self.versions[k + 1] = new
