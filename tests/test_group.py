@@ -124,3 +124,44 @@ def test_group_resources_scale_measurements_and_fall_back_to_the_config():
     assert group_resources("g", 40, fallback, measured) == {"mem_mb": 2400, "runtime": 40}
     assert group_resources("g", 1, fallback, measured) == {"mem_mb": 1200, "runtime": 10}
     assert group_resources("other", 20, fallback, measured) == fallback
+
+
+@pytest.mark.parametrize("method", ["afl", "local"])
+@pytest.mark.parametrize("schedule", [{"policy": "drop"}, {"policy": "wait"}, {"buffer_size": 3}])
+def test_compute_calls_are_known_from_the_trace_alone(method, schedule):
+    """device.compute_calls predicts the vectorized executor's stacked calls exactly."""
+    from persafl import methods
+    from persafl.data import load_dataset
+    from persafl.engine.device import compute_calls
+    from persafl.engine.executor import run
+    from persafl.engine.jobs import JobTable
+    from persafl.engine.schedule import ScheduleConfig, make_trace
+    from persafl.models import build_model
+    from persafl.partition import partition_dataset
+
+    data = load_dataset("synthetic", "data", **DATA)
+    part = partition_dataset(data.y.numpy(), data.groups, "natural", 8, seed=0)
+    model = build_model("mlp", (60,), 10, hidden=4)
+    for bound in (0, 3, 10):
+        cfg = ScheduleConfig.from_dict(
+            {"model": "clock", "staleness_bound": bound, "num_updates": 40, **schedule}
+        )
+        trace = make_trace(cfg, 8, seed=bound)
+        hp = {**methods.get(method).defaults, "local_steps": 1, "batch_size": 4}
+        result = run(trace, methods.get(method), hp, model, data, part, 0, "vectorized", 100)
+        assert compute_calls(JobTable.from_trace(trace), method == "local") == result.compute_calls
+
+
+def test_auto_device_rule_of_thumb():
+    """GPU when a stacked gradient exceeds 50 MFLOP (or the model convolves)."""
+    from persafl.engine.device import prefers_gpu
+    from persafl.models import build_model
+
+    synthetic = build_model("mlp", (60,), 10, hidden=20)  # 1,430 parameters
+    mnist = build_model("mlp", (784,), 10, hidden=100)  # 79,510 parameters
+    cnn = build_model("cnn", (1, 28, 28), 10)
+    assert not prefers_gpu(synthetic, 20, [3.6] * 20)  # a group of 20 async runs: 12 MFLOP
+    assert prefers_gpu(synthetic, 20, [300.0])  # 300 x 0.17 MFLOP
+    assert not prefers_gpu(mnist, 20, [3.6])  # one async run: 34 MFLOP
+    assert prefers_gpu(mnist, 20, [3.6] * 2)  # two: 69 MFLOP
+    assert prefers_gpu(cnn, 20, [1.0])

@@ -14,15 +14,12 @@ and a message naming what to fix.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import logging
 import os
 import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +53,6 @@ def git_commit() -> str:
         return "unknown"
 
 
-def pick_device(requested: str) -> str:
-    """``auto``: cuda if available, else cpu; ``cuda`` without a GPU is an error."""
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("config key 'device': got 'cuda', but no CUDA device is available")
-    return requested
-
-
 def _client_rows(partition: Any, result: RunResult) -> list[dict[str, Any]]:
     last = result.last
     rows = []
@@ -91,120 +77,29 @@ def train(
     return train_group([(config, out, partition_file)], progress=progress)[0]
 
 
-@dataclass
-class _Run:
-    """One run of a group, set up and ready to replay."""
-
-    config: dict[str, Any]
-    out: Path
-    partition: Any  # as saved (indices into its own data set)
-    pooled: Any  # indices into the group's pooled tensors
-    trace: Any
-    device: str
-    replay: Any = None
-
-
-def _load_partition(config: dict[str, Any], data: Any, partition_file: Path | None) -> Any:
-    from persafl.partition import build_partition
-    from persafl.partition_io import load_partition
-
-    if partition_file is None:
-        try:
-            return build_partition(config, data)
-        except ValueError as err:
-            raise ConfigError(f"config section 'partition': {err}") from err
-    partition = load_partition(partition_file)
-    top = max((int(t.max()) for t in [*partition.train, *partition.test] if len(t)), default=0)
-    if top >= len(data.y):
-        raise ConfigError(
-            f"partition {partition_file} indexes sample {top}, but data set "
-            f"{data.name!r} has {len(data.y)} samples: it was made for other data"
-        )
-    return partition
-
-
-def _shifted(partition: Any, offset: int) -> Any:
-    """``partition`` with every index moved by ``offset`` (data sets pooled in a group)."""
-    if offset == 0:
-        return partition
-    return dataclasses.replace(
-        partition,
-        train=[t + offset for t in partition.train],
-        test=[t + offset for t in partition.test],
-    )
-
-
 def train_group(
     runs: list[tuple[dict[str, Any], Path, Path | None]], progress: bool = False
 ) -> list[RunResult]:
     """Train several runs in one process, their client jobs stacked together.
 
     ``runs``: (resolved config, output directory, saved partition or None) each. Every run
-    is set up (and its config errors raised) before any trains; runs of the same method and
-    hyperparameters share stacked calls (:mod:`persafl.engine.group`). Each run's directory
+    is set up (and its config errors raised) before any trains (:mod:`persafl.run_group`);
+    runs of the same method and hyperparameters share stacked calls. Each run's directory
     gets exactly what a run alone writes; ``summary.json`` records the group's size and wall
     time, and ``wall_seconds`` is the run's share of it.
     """
-    import torch
-
-    from persafl import methods
-    from persafl.data import load_dataset
-    from persafl.engine.executor import prepare
     from persafl.engine.group import drive
-    from persafl.engine.schedule import ScheduleConfig, make_trace
-    from persafl.models import build_model
+    from persafl.run_group import prepare_replays, set_up
 
     started = time.perf_counter()
     for _, out, _ in runs:
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").unlink(missing_ok=True)  # not complete until written again
-    # One copy of each distinct data set per device; runs index into the pooled tensors.
-    pools: dict[str, list[Any]] = {}  # device -> [x parts, y parts, size]
-    loaded: dict[tuple[str, str], tuple[Any, int]] = {}  # (data key, device) -> (data, offset)
-    setups: list[_Run] = []
-    for config, out, partition_file in runs:
-        device = pick_device(config["device"])
-        data_cfg = config["dataset"]
-        key = (json.dumps(data_cfg, sort_keys=True), device)
-        if key not in loaded:
-            data = load_dataset(data_cfg["name"], data_cfg["root"], **data_cfg["params"])
-            pool = pools.setdefault(device, [[], [], 0])
-            loaded[key] = (data, pool[2])
-            pool[0].append(data.x)
-            pool[1].append(data.y)
-            pool[2] += len(data.y)
-        data, offset = loaded[key]
-        partition = _load_partition(config, data, partition_file)
-        trace = make_trace(ScheduleConfig.from_dict(config["schedule"]), len(partition.train),
-                           config["seed"])
-        setups.append(_Run(config, out, partition, _shifted(partition, offset), trace, device))
-    tensors = {
-        device: (torch.cat(xs).to(device), torch.cat(ys).to(device))
-        for device, (xs, ys, _) in pools.items()
-    }
-    for run in setups:
-        config, seed = run.config, run.config["seed"]
-        data = loaded[(json.dumps(config["dataset"], sort_keys=True), run.device)][0]
-        model = build_model(
-            config["model"]["name"], data.x.shape[1:], data.num_classes, **config["model"]["params"]
-        )
-        x, y = tensors[run.device]
-        run.replay = prepare(
-            run.trace,
-            methods.get(config["method"]["name"]),
-            config["method"]["hp"],
-            model,
-            data,
-            run.pooled,
-            seed,
-            backend=config["backend"],
-            eval_every=config["eval"]["every"],
-            callback=_reporter(run.out, run.trace.num_updates, len(runs) > 1),
-            device=run.device,
-            x=x,
-            y=y,
-        )
-    log.info("training %d run(s) in one group", len(setups))
+    setups = set_up(runs)
+    named = len(setups) > 1
+    prepare_replays(setups, lambda run: _reporter(run.out, run.trace.num_updates, named))
+    if named:
+        log.info("training %d runs in one group", len(setups))
     results = drive([run.replay for run in setups], progress=progress)
     wall = time.perf_counter() - started
     for run, result in zip(setups, results, strict=True):
@@ -229,7 +124,7 @@ def _reporter(out: Path, num_updates: int, named: bool) -> Any:
     return report
 
 
-def _write(run: _Run, result: RunResult, group_wall: float, group_size: int) -> None:
+def _write(run: Any, result: RunResult, group_wall: float, group_size: int) -> None:
     """The run's files, ``summary.json`` last (atomically)."""
     import torch
 
