@@ -85,8 +85,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--engine",
         nargs="*",
         default=[],
-        choices=["barrier", "delay"],
-        help="also time persafl.engine.executor.run (both backends) on these schedules",
+        choices=["barrier", "delay", "clock"],
+        help="also time persafl.engine.executor.run (both backends) on these schedules "
+        "(clock: the paper config's virtual clock, exponential speeds, policy drop)",
+    )
+    parser.add_argument(
+        "--engine-runs",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="runs trained together (cross-run stacking, persafl.engine.group): each number "
+        "above 1 adds a vectorized row of that many runs (seeds) in one process",
     )
     parser.add_argument("--engine-clients", type=int, nargs="+", default=[20, 100])
     parser.add_argument("--engine-workloads", nargs="+", default=["mlp"], choices=list(WORKLOADS))
@@ -237,19 +246,23 @@ def profile_top(fn, *args, rows: int = 12) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
-def engine_rate(workload, method, hp, clients, schedule, backend, args):
-    """Time ``engine.executor.run`` on random data: (client steps/s, jobs per local_update call).
+def engine_rate(workload, method, hp, clients, schedule, backend, args, runs=1):
+    """Time ``engine.executor.run`` on random data: (client steps/s, jobs per stacked call).
 
     Each client holds 200 random training samples and 2 test samples. A one-update, one-step
-    run warms up first; the timed span goes from the update-0 evaluation's callback to the
-    last one's, minus one evaluation timed again afterwards (the executor's ``Evaluator``).
+    run warms up first; the timed span is the replay of ``runs`` traces (seeds 0..runs-1)
+    driven together (:func:`persafl.engine.group.drive`: one run alone, or a group whose jobs
+    share stacked calls), minus their two evaluations each (update 0 and the last), timed
+    again afterwards with the executor's ``Evaluator``.
     """
     import numpy as np
     import torch
 
     from persafl.data import Dataset
     from persafl.engine.evaluate import Evaluator
+    from persafl.engine.executor import prepare
     from persafl.engine.executor import run as run_engine
+    from persafl.engine.group import drive
     from persafl.engine.schedule import ScheduleConfig, make_trace
     from persafl.models import build_model
     from persafl.partition import Partition
@@ -277,9 +290,9 @@ def engine_rate(workload, method, hp, clients, schedule, backend, args):
     else:
         updates = args.engine_jobs
         cfg = ScheduleConfig(
-            model="delay", staleness_bound=args.staleness_bound, num_updates=updates
+            model=schedule, staleness_bound=args.staleness_bound, num_updates=updates
         )
-    trace = make_trace(cfg, clients, seed=0)
+    traces = [make_trace(cfg, clients, seed=seed) for seed in range(runs)]
     name_, shape_, kw_ = WORKLOADS[workload]
     model = build_model(name_, shape_, NUM_CLASSES, **kw_)
     warm = make_trace(ScheduleConfig("barrier", 0, 1), clients, seed=0)
@@ -287,20 +300,26 @@ def engine_rate(workload, method, hp, clients, schedule, backend, args):
     run_engine(
         warm, method, {**hp, "local_steps": 1}, model, data, partition, 0, backend, device=device
     )
-    stamps: list[float] = []
-    result = run_engine(
-        trace, method, hp, model, data, partition, seed=0, backend=backend,
-        eval_every=updates, callback=lambda row: stamps.append(time.perf_counter()),
-        device=device,
-    )  # fmt: skip
     x, y = data.x.to(device), data.y.to(device)
+    replays = [
+        prepare(
+            trace, method, hp, model, data, partition, seed, backend, eval_every=updates,
+            device=device, x=x, y=y,
+        )
+        for seed, trace in enumerate(traces)
+    ]  # fmt: skip
+    start = time.perf_counter()
+    results = drive(replays)
+    sync(device)
+    seconds = time.perf_counter() - start
     evaluator = Evaluator(model, method, hp, x, y, partition.train, partition.test, 0)
     start = time.perf_counter()
-    evaluator.evaluate(updates, result.server)
-    one_eval = time.perf_counter() - start
-    seconds = stamps[-1] - stamps[0] - one_eval
-    jobs = sum(len(u.clients) for u in trace.updates)
-    return jobs * int(hp["local_steps"]) / seconds, jobs / max(1, result.compute_calls)
+    evaluator.evaluate(updates, results[0].server)
+    evaluator.evaluate(0, results[0].server)
+    seconds -= runs * (time.perf_counter() - start)
+    jobs = sum(len(u.clients) for trace in traces for u in trace.updates)
+    calls = max(1, results[0].compute_calls)  # a group's calls coincide: one run's count
+    return jobs * int(hp["local_steps"]) / seconds, jobs / calls
 
 
 def run_engine_cells(args, rows, flops_of) -> None:
@@ -337,6 +356,32 @@ def run_engine_cells(args, rows, flops_of) -> None:
                                 "mflop_per_step": flops_of.get((workload, name), math.nan) / 1e6,
                                 "gflops": rate * flops_of.get((workload, name), math.nan) / 1e9,
                             }
+                        )
+                    for runs in [r for r in args.engine_runs if r > 1]:
+                        rate, per_call = engine_rate(
+                            workload, method, hp, clients, schedule, "vectorized", args, runs
+                        )
+                        rates[f"group{runs}"] = rate
+                        rows.append(
+                            {
+                                **rows[-2],
+                                "path": f"engine-{schedule}-group{runs}",
+                                "chunk": round(per_call, 1),
+                                "clients_timed": args.engine_jobs * runs,
+                                "steps_per_s": rate,
+                                "steps_per_s_min": rate,
+                                "steps_per_s_max": rate,
+                                "grads_per_s": rate * method.grads_per_step(hp),
+                                "gflops": rate
+                                * flops_of.get((workload, name), math.nan)
+                                / 1e9,
+                            }
+                        )
+                        print(
+                            f"engine {schedule:7s} {workload:4s} {name:16s} n={clients:5d} "
+                            f"group of {runs}: jobs/call {per_call:6.1f}  {rate:9.1f} steps/s "
+                            f"({rate / rates['vectorized']:.2f}x one run)",
+                            flush=True,
                         )
                     print(
                         f"engine {schedule:7s} {workload:4s} {name:16s} n={clients:5d} "
@@ -507,11 +552,16 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
             "Random data, 200 training samples per client; `barrier`: synchronous rounds of all "
             "clients (the vectorized backend computes each round as one stacked batch); `delay`: "
             "one client per update, staleness uniform in 0..bound (a job can only be computed "
-            "once its start version exists, so batches are small). Evaluation excluded.",
+            "once its start version exists, so batches are small); `clock`: the paper "
+            "config's virtual clock (exponential speeds, policy drop). `group R`: R runs "
+            "(seeds) trained in one process, their jobs in shared stacked calls "
+            "(persafl.engine.group); its rate counts the steps of all R runs. Evaluation "
+            "excluded.",
             "",
             "| schedule | workload | method | clients | jobs per compute call | vectorized steps/s "
-            "| sequential steps/s | ratio | vec GFLOP/s |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|",
+            "| sequential steps/s | ratio | group | group jobs per call | group steps/s "
+            "| group / one run | vec GFLOP/s |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         engine = engine.assign(
             schedule=engine.path.str.split("-").str[1], backend=engine.path.str.split("-").str[2]
@@ -521,11 +571,19 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
         ):
             v = cell[cell.backend == "vectorized"].iloc[0]
             s = cell[cell.backend == "sequential"].iloc[0]
-            lines.append(
-                f"| {schedule} | {workload} | {method} | {clients} | {v.chunk:.1f} | "
-                f"{v.steps_per_s:.1f} | {s.steps_per_s:.1f} | "
-                f"{v.steps_per_s / s.steps_per_s:.2f} | {v.gflops:.1f} |"
-            )
+            groups = cell[cell.backend.str.startswith("group")]
+            for _, g in groups.iterrows() if len(groups) else [(None, None)]:
+                group = (
+                    f"{g.backend[5:]} | {g.chunk:.1f} | {g.steps_per_s:.1f} | "
+                    f"{g.steps_per_s / v.steps_per_s:.2f}"
+                    if g is not None
+                    else "- | - | - | -"
+                )
+                lines.append(
+                    f"| {schedule} | {workload} | {method} | {clients} | {v.chunk:.1f} | "
+                    f"{v.steps_per_s:.1f} | {s.steps_per_s:.1f} | "
+                    f"{v.steps_per_s / s.steps_per_s:.2f} | {group} | {v.gflops:.1f} |"
+                )
     (args.out / f"{args.tag}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / (args.tag + '.csv')} and .md")
 

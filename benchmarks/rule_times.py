@@ -1,11 +1,17 @@
 """Per-rule wall-clock of a workflow run, from Snakemake's benchmark files.
 
     python benchmarks/rule_times.py [--root results/benchmarks] [--out FILE.md]
+        [--resources workflow/resources/train_groups.csv --config config/config.yaml]
 
-Every training job writes ``results/benchmarks/train/dataset~D/.../seed~S.tsv`` (Snakemake's
-``benchmark:``: seconds, max RSS, CPU time). This groups them by rule, data set and method and
-prints a Markdown table: jobs, total and mean seconds, mean max RSS; the total CPU-seconds of
-the jobs divided by the cores gives a lower bound of the wall clock of the run.
+Every training group writes ``results/benchmarks/train/dataset~D/partition~P/method~M.tsv``
+(Snakemake's ``benchmark:``: seconds, max RSS, CPU time). This groups them by rule, data set and
+method and prints a Markdown table: jobs, total and mean seconds, mean max RSS; the total
+CPU-seconds of the jobs divided by the cores gives a lower bound of the wall clock of the run.
+
+``--resources`` also writes (merging into an existing file, newer rows win) the measured table
+the workflow derives each training group's SLURM runtime and memory from
+(:mod:`persafl.resources`); ``--config`` names the sweep config the groups came from (for
+their number of runs and threads).
 """
 
 from __future__ import annotations
@@ -50,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=Path("results/benchmarks"))
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
+    parser.add_argument("--resources", type=Path, help="write the measured group table here")
+    parser.add_argument("--config", type=Path, nargs="+", help="sweep config(s) of the run")
     args = parser.parse_args(argv)
+    if args.resources and not args.config:
+        parser.error("--resources needs --config (the sweep the groups came from)")
     try:
         frame = load(args.root)
     except (OSError, ValueError, KeyError) as err:
@@ -63,7 +73,34 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         args.out.write_text(text)
+    if args.resources:
+        write_resources(frame, args.resources, args.config)
     return 0
+
+
+def write_resources(frame: pd.DataFrame, path: Path, configs: list[Path]) -> None:
+    """Merge the training groups' measurements into ``path`` (persafl.resources format)."""
+    from persafl import resources, sweep
+
+    cfg = sweep.load_sweep_config(configs)
+    train = frame[frame["rule"] == "train"].copy()
+    runs, threads = {}, {}
+    for group in sweep.group_keys(cfg):
+        key = (group.dataset, group.partition, group.method)
+        runs[key] = len(sweep.group_runs(cfg, group))
+        threads[key] = cfg["datasets"][group.dataset]["resources"]["threads"]
+    keys = list(zip(train["dataset"], train["partition"], train["method"], strict=True))
+    train["runs"] = [runs.get(k, 0) for k in keys]
+    train["threads"] = [threads.get(k, 1) for k in keys]
+    train = train[train["runs"] > 0]
+    rows = {r["group"]: r for r in resources.measured_rows(train)}
+    if path.exists():
+        old = pd.read_csv(path).to_dict("records")
+        rows = {**{r["group"]: r for r in old}, **rows}
+    out = pd.DataFrame(list(rows.values()), columns=list(resources.COLUMNS))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out.sort_values("group").to_csv(path, index=False)
+    print(f"wrote {len(rows)} training groups to {path}")
 
 
 def _has_tabulate() -> bool:
