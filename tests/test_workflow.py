@@ -165,6 +165,15 @@ def expected_summaries(workdir: Path) -> list[Path]:
     return [workdir / sweep.run_dir(k) / "summary.json" for k in sweep.run_keys(cfg)]
 
 
+def incomplete_outputs(workdir: Path) -> set[str]:
+    """Outputs snakemake marks as incomplete (jobs started and not recorded as finished)."""
+    return {
+        base64.urlsafe_b64decode(f.name).decode()
+        for f in (workdir / ".snakemake" / "incomplete").glob("*")
+        if f.is_file()
+    }
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """Start the tiny workflow, kill it (snakemake and its jobs) once the first runs have
@@ -182,10 +191,14 @@ def tiny_run(tmp_path_factory):
         stderr=subprocess.DEVNULL,
     )
     try:
-        while sum(p.exists() for p in summaries) < 2 and time.monotonic() - t0 < 300:
+        # kill once snakemake has recorded a finished group (its summaries exist and are no
+        # longer marked incomplete): the other groups are then mid-run or not started
+        while time.monotonic() - t0 < 300:
             assert proc.poll() is None, "the workflow ended before it could be interrupted"
-            time.sleep(0.5)
-        time.sleep(3)  # let snakemake record those jobs as finished; others are mid-run
+            marked = incomplete_outputs(workdir)
+            if any(p.exists() and str(p.relative_to(workdir)) not in marked for p in summaries):
+                break
+            time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # a crash: snakemake and its running jobs
         proc.wait()
@@ -196,11 +209,7 @@ def tiny_run(tmp_path_factory):
         assert (p.parent / "metrics.csv").stat().st_size > 0
     # a job killed after writing summary.json but before snakemake recorded it stays marked
     # incomplete (snakemake reruns it: it cannot know); the others count as done
-    incomplete = {
-        base64.urlsafe_b64decode(f.name).decode()
-        for f in (workdir / ".snakemake" / "incomplete").glob("*")
-        if f.is_file()
-    }
+    incomplete = incomplete_outputs(workdir)
     done = [p for p in present if str(p.relative_to(workdir)) not in incomplete]
     facts["done_before_kill"] = len(done)
     facts["done_runs"] = set(done)
@@ -280,6 +289,23 @@ def test_moving_or_splitting_the_config_reruns_nothing(tiny_run, tmp_path):
     for files in ([str(moved)], [str(rest), str(seeds)]):
         counts = dry_run(workdir, "--configfile", *files)
         assert train_jobs(counts) == 0 and counts.get("run_config", 0) == 0, counts
+
+
+def test_a_changed_run_config_retrains_only_its_group(tiny_run, tmp_path):
+    """One method's hyperparameter changed: its group's runs get new configs and that one
+    group retrains; every other group stays up to date."""
+    workdir, _ = tiny_run
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["datasets"]["synthetic"]["method_hp"]["persafl_me"]["moreau_lambda"] = 10.0
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    res = run(workdir, "-n", "--configfile", str(changed))
+    assert res.returncode == 0, res.stdout + res.stderr
+    counts = job_counts(res.stdout + res.stderr)
+    assert {r: n for r, n in counts.items() if r.startswith("train_")} == {
+        "train_synthetic_natural_persafl_me": 1
+    }
+    assert counts["run_config"] == len(cfg["staleness_bounds"]) * len(cfg["seeds"])
 
 
 def test_report_is_written(tiny_run):
