@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from persafl.aggregate import (
     summary_table,
 )
 from persafl.aggregate_cli import load_runs, main
+from persafl.run_files import write_run_outputs
 
 UPDATES = (0, 50, 100)
 
@@ -60,7 +60,6 @@ def write_run(
                 "majority_acc_sw": majority,
             }
         )
-    pd.DataFrame(rows).to_csv(run_dir / "metrics.csv", index=False)
     summary = {
         "status": status,
         "config": {},
@@ -69,7 +68,15 @@ def write_run(
         "trace": {"dropped": 2, "wait_time": 3.0, "num_updates": 100},
         "final": {},
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary))
+    clients = [{"client": 0, "n_train": 3, "n_test": 1, "personal_acc": personal}]
+    write_run_outputs(
+        run_dir,
+        rows,
+        clients,
+        summary,
+        metrics_columns=list(rows[0]),
+        client_columns=list(clients[0]),
+    )
     return run_dir
 
 

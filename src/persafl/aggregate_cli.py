@@ -30,6 +30,7 @@ from persafl.aggregate import (
     validate_partition_counts,
 )
 from persafl.io import atomic_write_text
+from persafl.run_files import RunFilesError, verify_run_files
 from persafl.style import format_latex, format_markdown
 
 log = logging.getLogger("persafl.aggregate")
@@ -63,7 +64,12 @@ def load_run(run_dir: Path) -> RunResult | None:
         raw = pd.read_csv(metrics_path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
         raise AggregationError(f"{metrics_path}: unreadable CSV ({err})") from err
-    return RunResult(run_dir, identity, validate_metrics(raw, metrics_path), summary)
+    metrics = validate_metrics(raw, metrics_path)
+    try:  # after the format checks, which name the column; this names any other change
+        verify_run_files(run_dir, summary)
+    except RunFilesError as err:
+        raise AggregationError(str(err)) from None
+    return RunResult(run_dir, identity, metrics, summary)
 
 
 def load_runs(paths: Iterable[str | Path]) -> list[RunResult]:

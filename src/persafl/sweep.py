@@ -41,10 +41,12 @@ __all__ = [
     "partition_run_config",
     "run_config",
     "run_dir",
+    "run_files",
     "run_keys",
 ]
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+RUN_FILES = ("metrics.csv", "clients.csv", "summary.json")  # persafl.run_files writes them
 LOCAL = "local"  # the method that ignores staleness: run at bound 0 only
 # Datasets fetched into data_root before training (synthetic is generated in memory).
 FETCHED = ("mnist", "fashion_mnist", "cifar10")
@@ -192,6 +194,11 @@ def run_dir(key: RunKey, root: str = "results/runs") -> str:
         f"{root}/dataset~{key.dataset}/partition~{key.partition}/method~{key.method}"
         f"/tau~{key.tau}/seed~{key.seed}"
     )
+
+
+def run_files(key: RunKey, root: str = "results/runs") -> list[str]:
+    """The files a finished run leaves (summary.json last): what aggregation reads."""
+    return [f"{run_dir(key, root)}/{name}" for name in RUN_FILES]
 
 
 def partition_dir(dataset: str, partition: str, seed: int, root: str = "results/partitions") -> str:

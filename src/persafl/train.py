@@ -29,7 +29,7 @@ from persafl import __version__
 from persafl.config import ConfigError, load_run_config
 from persafl.engine.evaluate import METRIC_COLUMNS
 from persafl.engine.executor import ROW_PREFIX, RunResult
-from persafl.io import atomic_write_csv, atomic_write_json
+from persafl.run_files import write_run_outputs
 
 log = logging.getLogger("persafl.train")
 
@@ -148,8 +148,6 @@ def train(
     )
     if result.status != "completed":
         log.warning("run %s: %s", result.status, result.message)
-    atomic_write_csv(out / "metrics.csv", result.rows, METRICS_COLUMNS)
-    atomic_write_csv(out / "clients.csv", _client_rows(partition, result), CLIENT_COLUMNS)
     summary = {
         "status": result.status,
         "message": result.message,
@@ -168,7 +166,14 @@ def train(
         "trace": trace.summary(),
         "updates_applied": result.updates_applied,
     }
-    atomic_write_json(out / "summary.json", summary)
+    write_run_outputs(
+        out,
+        result.rows,
+        _client_rows(partition, result),
+        summary,
+        metrics_columns=METRICS_COLUMNS,
+        client_columns=CLIENT_COLUMNS,
+    )
     return result
 
 

@@ -53,8 +53,10 @@ wildcard_constraints:
 # ---- paths ------------------------------------------------------------------------------
 
 
-def summary_paths(keys):
-    return [f"{sweep.run_dir(k)}/summary.json" for k in keys]
+def run_files(keys):
+    """Every file of each run that aggregation reads (it verifies the CSVs against the
+    checksums in summary.json), so a changed or missing CSV reruns aggregation."""
+    return [path for k in keys for path in sweep.run_files(k)]
 
 
 def figure_partition(dataset):
@@ -112,16 +114,16 @@ def train_resource(name):
 
 
 def dataset_runs(wildcards):
-    return summary_paths(sweep.run_keys(config, dataset=wildcards.dataset))
+    return run_files(sweep.run_keys(config, dataset=wildcards.dataset))
 
 
 def accuracy_runs(wildcards):
-    return summary_paths(sweep.run_keys(config, dataset=wildcards.dataset,
+    return run_files(sweep.run_keys(config, dataset=wildcards.dataset,
                                         tau=int(wildcards.tau)))
 
 
 def all_runs(wildcards):
-    return summary_paths(sweep.run_keys(config))
+    return run_files(sweep.run_keys(config))
 
 
 def partition_counts_of(wildcards):
