@@ -77,5 +77,40 @@ def test_aggregation_rules_depend_on_the_run_files():
         assert "run_files(" in body, helper
 
 
-def _unused() -> float:  # keeps math imported for later cases
-    return math.nan
+# ---- 2: NaN and infinity are rejected wherever a number is read ----------------------------
+
+
+def _sweep(**changes):
+    import copy
+
+    import yaml
+
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    ds = cfg["datasets"]["synthetic"]
+    for key, value in changes.items():
+        section, _, name = key.partition("__")
+        ds[section][name] = value
+    return copy.deepcopy(cfg)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("key", ["hp__local_lr", "params__alpha"])
+def test_non_finite_numbers_fail_the_sweep_config(key, value):
+    from persafl import sweep
+
+    with pytest.raises(sweep.SweepError, match="finite|minimum") as err:
+        sweep.validate(_sweep(**{key: value}))
+    assert key.split("__")[1] in str(err.value)
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_non_finite_numbers_fail_the_run_config(tmp_path, value):
+    from persafl.config import ConfigError, load_run_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text(f"method: {{name: afl, hp: {{local_lr: {value}}}}}\n")
+    with pytest.raises(ConfigError, match="method.hp.local_lr.*finite"):
+        load_run_config(path)
+    path.write_text(f"dataset: {{name: synthetic, params: {{alpha: {value}, beta: 0.5}}}}\n")
+    with pytest.raises(ConfigError, match="dataset.params.alpha"):
+        load_run_config(path)

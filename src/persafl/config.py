@@ -22,6 +22,7 @@ method's hyperparameter defaults under the user's ``hp``. The free-form ``params
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,31 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
 }
 
 
+def first_non_finite(value: Any, path: str = "") -> tuple[str, float] | None:
+    """The key path and value of the first NaN or infinite number in ``value`` (recursing into
+    mappings and lists), or ``None``: YAML's ``.nan``/``.inf`` pass a JSON schema's ``number``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "<top level>", value
+    if isinstance(value, Mapping):
+        items: Any = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for sub_path, sub in items:
+        found = first_non_finite(sub, sub_path)
+        if found is not None:
+            return found
+    return None
+
+
+def reject_non_finite(value: Any, what: str = "config") -> None:
+    """Raise :class:`ConfigError` at the first NaN or infinite number in ``value``."""
+    found = first_non_finite(value)
+    if found is not None:
+        raise ConfigError(f"{what} key '{found[0]}': got {found[1]!r}, expected a finite number")
+
+
 def _resolve_section(user: Any, defaults: dict[str, Any], prefix: str) -> dict[str, Any]:
     """Defaults updated with ``user``, recursing into sections; unknown keys are errors."""
     if user is None:
@@ -186,6 +212,7 @@ def _resolve_schedule(section: dict[str, Any]) -> dict[str, Any]:
 
 def resolve_run_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A validated run config with every default filled in (a new dict)."""
+    reject_non_finite(config)
     resolved = _resolve_section(config, DEFAULTS, "")
     resolved["method"] = _resolve_method(resolved["method"])
     resolved["schedule"] = _resolve_schedule(resolved["schedule"])

@@ -127,6 +127,12 @@ def load_sweep_config(
 
 def check_sweep(cfg: Mapping[str, Any]) -> None:
     """Consistency checks the schema cannot express."""
+    from persafl.config import ConfigError, reject_non_finite
+
+    try:
+        reject_non_finite(cfg, "sweep config")
+    except ConfigError as err:
+        raise SweepError(str(err)) from None
     if not datasets(cfg):
         raise SweepError(
             "sweep config: no data set is enabled; set datasets.<name>.enabled: true for one"
