@@ -114,3 +114,58 @@ def test_non_finite_numbers_fail_the_run_config(tmp_path, value):
     path.write_text(f"dataset: {{name: synthetic, params: {{alpha: {value}, beta: 0.5}}}}\n")
     with pytest.raises(ConfigError, match="dataset.params.alpha"):
         load_run_config(path)
+
+
+# ---- 3: divergence is visible: left out of means, counted, warned about, optionally fatal --
+
+
+@pytest.fixture()
+def with_diverged(tmp_path):
+    from test_aggregate import write_run
+
+    root = tmp_path / "runs"
+    dirs = [
+        write_run(root, "afl", 4, 0, personal=0.7, glob=0.70, majority=0.3),
+        write_run(root, "afl", 4, 1, personal=0.7, glob=0.72, majority=0.3),
+        write_run(root, "afl", 4, 2, personal=0.1, glob=0.10, majority=0.3, status="diverged"),
+    ]
+    return dirs
+
+
+def test_diverged_runs_are_left_out_of_means_and_counted(with_diverged):
+    from persafl.aggregate import final_table, summary_table
+
+    table = summary_table(final_table(load_runs(with_diverged)))
+    row = table.iloc[0]
+    assert row["n_seeds"] == 3 and row["n_diverged"] == 1
+    assert row["acc_mean"] == pytest.approx(0.71)
+
+
+def test_figures_mark_and_leave_out_diverged_runs(with_diverged):
+    from persafl.aggregate import curves_table, final_table
+    from persafl.plotting import accuracy_figure, staleness_figure
+
+    runs = load_runs(with_diverged)
+    for fig in (
+        accuracy_figure(curves_table(runs), "synthetic", 4),
+        staleness_figure(final_table(runs), "synthetic"),
+    ):
+        labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        assert any("1 div." in label for label in labels), labels
+    line = next(ln for ln in accuracy_figure(curves_table(runs), "synthetic", 4).axes[0].lines)
+    assert line.get_ydata()[-1] == pytest.approx(71.0)
+
+
+def test_fail_on_divergence_fails_aggregation_and_the_warning_lists_runs(
+    with_diverged, tmp_path, capsys
+):
+    from persafl.aggregate_cli import divergence_summary, main
+
+    out = tmp_path / "tables"
+    runs = [str(d) for d in with_diverged]
+    assert main(["--runs", *runs, "--out-dir", str(out)]) == 0
+    assert main(["--runs", *runs, "--out-dir", str(out / "x"), "--fail-on-divergence"]) == 1
+    assert "fail_on_divergence" in capsys.readouterr().err and not (out / "x").exists()
+    text = divergence_summary(str(d / "summary.json") for d in with_diverged)
+    assert text is not None and "1 of 3 run(s) diverged" in text and "seed~2" in text
+    assert divergence_summary(str(d / "summary.json") for d in with_diverged[:2]) is None

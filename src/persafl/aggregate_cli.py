@@ -86,6 +86,27 @@ def load_runs(paths: Iterable[str | Path]) -> list[RunResult]:
     return list(runs.values())
 
 
+def divergence_summary(summaries: Iterable[str | Path]) -> str | None:
+    """The workflow's closing warning: which of the existing ``summaries`` diverged, or None."""
+    paths = [Path(p) for p in summaries if Path(p).is_file()]
+    diverged = []
+    for path in paths:
+        try:
+            status = json.loads(path.read_text()).get("status")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
+        if status == "diverged":
+            diverged.append(str(path.parent))
+    if not diverged:
+        return None
+    lines = [
+        f"persafl: WARNING: {len(diverged)} of {len(paths)} run(s) diverged; figures and "
+        "means leave them out and say how many (set fail_on_divergence: true to fail instead):",
+        *(f"  {d}  (why: its summary.json 'message')" for d in diverged),
+    ]
+    return "\n".join(lines)
+
+
 def _read_runs_file(path: Path) -> list[str]:
     lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
     return [line for line in lines if line]
@@ -108,6 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="partition_counts.csv to copy as partition_NAME.csv",
     )
     parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument(
+        "--fail-on-divergence",
+        action="store_true",
+        help="exit 1 (writing nothing) when a run diverged (config key fail_on_divergence)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
@@ -123,6 +149,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if paths or not partitions:  # --partitions alone copies the counts, nothing else
             runs = load_runs(paths)
             final = final_table(runs)
+            diverged = aggregate.diverged_runs(final)
+            if diverged:
+                log.warning("%d run(s) diverged: %s", len(diverged), ", ".join(diverged))
+            if diverged and args.fail_on_divergence:
+                raise AggregationError(
+                    f"{len(diverged)} run(s) diverged ({diverged[0]}"
+                    f"{', ...' if len(diverged) > 1 else ''}; its summary.json says why) and "
+                    "fail_on_divergence is set: lower local_lr, or unset fail_on_divergence"
+                )
             table = summary_table(final)
             outputs = {
                 "curves.csv": curves_table(runs).to_csv(index=False),

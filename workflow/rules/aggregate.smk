@@ -4,6 +4,11 @@
 # for the heat map; results/tables/ holds the tables of the whole sweep.
 
 
+onsuccess:
+    # diverged runs are results, not failures: say so at the end instead of exiting silently
+    divergence_warning()
+
+
 rule aggregate_accuracy:
     input:
         accuracy_runs,
@@ -14,6 +19,7 @@ rule aggregate_accuracy:
         "results/logs/aggregate/dataset~{dataset}/tau~{tau}.log",
     params:
         out_dir="results/tables/dataset~{dataset}/tau~{tau}",
+        fail=FAIL_ON_DIVERGENCE,
     threads: 1
     resources:
         mem_mb=2000,
@@ -21,7 +27,8 @@ rule aggregate_accuracy:
     conda:
         ENV
     shell:
-        "python -m persafl.aggregate --runs {input} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m persafl.aggregate --runs {input} --out-dir {params.out_dir} {params.fail}"
+        " > {log} 2>&1"
 
 
 rule aggregate_dataset:
@@ -34,6 +41,7 @@ rule aggregate_dataset:
         "results/logs/aggregate/dataset~{dataset}.log",
     params:
         out_dir="results/tables/dataset~{dataset}",
+        fail=FAIL_ON_DIVERGENCE,
     threads: 1
     resources:
         mem_mb=2000,
@@ -41,7 +49,8 @@ rule aggregate_dataset:
     conda:
         ENV
     shell:
-        "python -m persafl.aggregate --runs {input} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m persafl.aggregate --runs {input} --out-dir {params.out_dir} {params.fail}"
+        " > {log} 2>&1"
 
 
 rule aggregate_all:
@@ -53,6 +62,8 @@ rule aggregate_all:
         table=multiext("results/tables/table_final", ".csv", ".md", ".tex"),
     log:
         "results/logs/aggregate/all.log",
+    params:
+        fail=FAIL_ON_DIVERGENCE,
     threads: 1
     resources:
         mem_mb=4000,
@@ -60,7 +71,8 @@ rule aggregate_all:
     conda:
         ENV
     shell:
-        "python -m persafl.aggregate --runs {input} --out-dir results/tables > {log} 2>&1"
+        "python -m persafl.aggregate --runs {input} --out-dir results/tables {params.fail}"
+        " > {log} 2>&1"
 
 
 # The heat map's table is a copy of the partition CLI's partition_counts.csv (its format is

@@ -3,6 +3,7 @@
 import json
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -41,6 +42,16 @@ def _sweep_args():
 
 
 SWEEP_ARGS = _sweep_args()
+FAIL_ON_DIVERGENCE = "--fail-on-divergence" if config["fail_on_divergence"] else ""
+
+
+def divergence_warning():
+    """Print which of this config's finished runs diverged (the workflow's onsuccess)."""
+    from persafl.aggregate_cli import divergence_summary
+
+    text = divergence_summary(f"{sweep.run_dir(k)}/summary.json" for k in sweep.run_keys(config))
+    if text:
+        print(text, file=sys.stderr)
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
