@@ -169,3 +169,70 @@ def test_fail_on_divergence_fails_aggregation_and_the_warning_lists_runs(
     text = divergence_summary(str(d / "summary.json") for d in with_diverged)
     assert text is not None and "1 of 3 run(s) diverged" in text and "seed~2" in text
     assert divergence_summary(str(d / "summary.json") for d in with_diverged[:2]) is None
+
+
+# ---- 4: the schema and training agree; infeasible partitions stop before any job -----------
+
+
+def test_schema_rejects_what_training_rejects():
+    from persafl import sweep
+
+    with pytest.raises(sweep.SweepError, match="eval_adapt_steps"):
+        sweep.validate(_sweep(hp__eval_adapt_steps=0))
+
+
+def test_every_schema_hp_minimum_is_accepted_by_the_run_config():
+    import yaml
+
+    from persafl.config import resolve_run_config
+
+    schema = yaml.safe_load(sweep_schema().read_text())
+    for name, spec in schema["$defs"]["hp"]["properties"].items():
+        low = spec.get("minimum", spec.get("exclusiveMinimum", 0) + 1e-3)
+        value = int(low) if spec["type"] == "integer" else float(low)
+        for method in ("afl", "persafl_me", "persafl_maml_hf"):
+            try:
+                resolve_run_config({"method": {"name": method, "hp": {name: value}}, **SCHEDULE})
+            except ValueError as err:
+                if "unknown" not in str(err) and "does not" not in str(err):
+                    raise AssertionError(f"{name}={value} passes the schema only: {err}") from err
+
+
+SCHEDULE = {"schedule": {"model": "delay", "staleness_bound": 0, "num_updates": 1}}
+
+
+def sweep_schema() -> Path:
+    return REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@pytest.mark.parametrize(
+    ("part", "named"),
+    [
+        ({"scheme": "iid", "num_clients": 5000}, "num_clients"),
+        ({"scheme": "dirichlet", "num_clients": 500, "params": {"dirichlet_alpha": 0.1}}, "500"),
+        ({"scheme": "natural", "num_clients": 30}, "natural clients"),
+        (
+            {"scheme": "pathological", "num_clients": 4, "params": {"classes_per_client": 2}},
+            "unassigned",
+        ),
+    ],
+)
+def test_infeasible_partitions_stop_before_any_job_in_one_line(part, named):
+    from persafl import sweep
+
+    cfg = _sweep()
+    cfg["datasets"]["synthetic"]["partitions"]["bad"] = part
+    with pytest.raises(sweep.SweepError, match=named) as err:
+        sweep.validate(cfg)
+    assert "partitions.bad" in str(err.value) and len(str(err.value)) < 300
+
+
+def test_a_partition_leaving_clients_without_data_fails_briefly():
+    import numpy as np
+
+    from persafl.partition import partition_dataset
+
+    labels = np.arange(100) % 10
+    with pytest.raises(ValueError, match="no training samples") as err:
+        partition_dataset(labels, None, "iid", 5000, 0)
+    assert len(str(err.value)) < 200

@@ -143,13 +143,20 @@ def check_sweep(cfg: Mapping[str, Any]) -> None:
             f"sweep config key 'figures.accuracy_tau': got {tau}, expected one of "
             f"staleness_bounds {cfg['staleness_bounds']}"
         )
+    from persafl.feasibility import check_partition
+
     for name in datasets(cfg):
-        for pname in cfg["datasets"][name]["partitions"]:
+        ds = cfg["datasets"][name]
+        for pname, part in ds["partitions"].items():
             if "~" in pname or "/" in pname:
                 raise SweepError(
                     f"sweep config key 'datasets.{name}.partitions.{pname}': "
                     "partition names may not contain '~' or '/'"
                 )
+            try:
+                check_partition(name, ds.get("params") or {}, pname, part)
+            except ValueError as err:
+                raise SweepError(f"sweep config: {err}") from None
 
 
 # ---- the grid ------------------------------------------------------------------------------
