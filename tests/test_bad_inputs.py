@@ -236,3 +236,48 @@ def test_a_partition_leaving_clients_without_data_fails_briefly():
     with pytest.raises(ValueError, match="no training samples") as err:
         partition_dataset(labels, None, "iid", 5000, 0)
     assert len(str(err.value)) < 200
+
+
+# ---- 5: the thread count is part of a run's identity ---------------------------------------
+
+
+def test_thread_count_is_in_the_run_config_so_a_change_reruns():
+    from persafl import sweep
+
+    one = sweep.run_config(sweep.validate(_sweep()), "synthetic", "natural", "afl", 0, 0)
+    two = sweep.run_config(
+        sweep.validate(_sweep(resources__threads=2)), "synthetic", "natural", "afl", 0, 0
+    )
+    assert one["threads"] == 1 and two["threads"] == 2
+    rule = (REPO / "workflow" / "rules" / "train.smk").read_text()
+    assert "--threads {threads}" not in rule  # snakemake scales {threads} down to --cores
+
+
+def test_train_uses_the_configs_threads_not_torchs_default(tmp_path):
+    import torch
+    import yaml
+
+    from persafl.train import main
+
+    before = torch.get_num_threads()
+    config = {
+        "dataset": {
+            "name": "synthetic",
+            "params": {"alpha": 0.5, "beta": 0.5, "num_clients": 4, "max_client_samples": 60},
+        },
+        "model": {"name": "logistic"},
+        "schedule": {"model": "delay", "staleness_bound": 0, "num_updates": 2},
+        "device": "cpu",
+    }
+    path = tmp_path / "run.yaml"
+    try:
+        for threads in (None, 2):
+            if threads:
+                config["threads"] = threads
+            path.write_text(yaml.safe_dump(config))
+            torch.set_num_threads(3)
+            assert main(["--config", str(path), "--out", str(tmp_path / "out")]) == 0
+            summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+            assert summary["threads"] == (threads or 1) == summary["config"]["threads"]
+    finally:
+        torch.set_num_threads(before)

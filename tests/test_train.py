@@ -136,7 +136,7 @@ def test_python_dash_m_entry_point(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PERSAFL_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "summary.json").read_text())["status"] == "completed"

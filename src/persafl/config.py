@@ -11,6 +11,7 @@ A run config (docs/design.md "Run config") is a nested mapping::
     eval:      {every: 50}
     backend: auto              # auto | vectorized | sequential (auto: see executor)
     device: auto               # auto | cpu | cuda
+    threads: 1                 # torch CPU threads: the last bits of results depend on it
 
 :func:`resolve_run_config` fills in defaults, rejects unknown keys and bad values with a
 :class:`ConfigError` naming the key path, the value and what was expected, and merges the
@@ -48,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "eval": {"every": 50},
     "backend": "auto",
     "device": "auto",
+    "threads": 1,
 }
 
 BACKENDS = ("auto", "vectorized", "sequential")
@@ -126,6 +128,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "eval.every": _int(1),
     "backend": _choice(BACKENDS),
     "device": _choice(DEVICES),
+    "threads": _int(1),
 }
 
 

@@ -286,6 +286,8 @@ def run_config(
         "eval": {"every": ds["eval_every"]},
         "backend": cfg["backend"],
         "device": cfg["device"],
+        # the last bits of a result depend on the thread count: it is part of the run's identity
+        "threads": int((ds.get("resources") or {}).get("threads", 1)),
     }
 
 

@@ -160,6 +160,7 @@ def train(
             "persafl": __version__,
         },
         "device": device,
+        "threads": torch.get_num_threads(),
         "git_commit": git_commit(),
         "wall_seconds": time.perf_counter() - started,
         "final": result.rows[-1] if result.rows else {},
@@ -186,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads",
         type=int,
-        default=int(os.environ["PERSAFL_THREADS"]) if "PERSAFL_THREADS" in os.environ else None,
-        help="torch CPU threads (default: $PERSAFL_THREADS, else torch's default)",
+        help="torch CPU threads, overriding the run config's 'threads' (default 1): results "
+        "differ in the last bits between thread counts",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -197,14 +198,15 @@ def main(argv: list[str] | None = None) -> int:
 
     # warn_only: an op without a deterministic kernel warns instead of failing the run.
     torch.use_deterministic_algorithms(True, warn_only=True)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads: got {args.threads}, expected an integer >= 1")
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads: got {args.threads}, expected an integer >= 1")
     from persafl.data import DataError
 
     try:
         config = load_run_config(args.config)
+        if args.threads is not None:
+            config["threads"] = args.threads
+        torch.set_num_threads(config["threads"])  # part of the run's identity (summary.json)
         result = train(config, args.out, args.partition, progress=sys.stderr.isatty())
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)

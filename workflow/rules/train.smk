@@ -40,4 +40,4 @@ rule train:
         ENV
     shell:
         "python -m persafl.train --config {input.config} --partition {input.partition}"
-        " --out {params.out} --threads {threads} > {log} 2>&1"
+        " --out {params.out} > {log} 2>&1"
