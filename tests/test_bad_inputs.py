@@ -281,3 +281,35 @@ def test_train_uses_the_configs_threads_not_torchs_default(tmp_path):
             assert summary["threads"] == (threads or 1) == summary["config"]["threads"]
     finally:
         torch.set_num_threads(before)
+
+
+# ---- 6: a figure is never drawn from the tables of another config --------------------------
+
+
+def test_partition_figure_refuses_a_table_of_another_config(tmp_path, capsys):
+    from persafl.figures import main
+
+    table = REPO / "results" / "tables" / "partition_synthetic.csv"  # the paper's: 100 clients
+    out = tmp_path / "fig.pdf"
+    args = ["partition", "--counts", str(table), "--out", str(out)]
+    assert main([*args, "--expect", '{"clients": 12}']) == 1
+    err = capsys.readouterr().err
+    assert "another config" in err and "--forcerun partition_table" in err and not out.exists()
+    assert main([*args, "--expect", '{"clients": 100}']) == 0
+
+
+def test_accuracy_and_staleness_figures_refuse_tables_of_another_config(tmp_path, capsys):
+    from persafl import sweep
+    from persafl.figures import main
+
+    cfg = sweep.validate(_sweep())  # config/test.yaml: 2 seeds, bounds 0 and 4
+    tables = REPO / "results" / "tables" / "dataset~synthetic"  # the paper's tables
+    keys = sweep.run_keys(cfg, dataset="synthetic", tau=4)
+    expect = json.dumps({"runs": [[k.partition, k.method, k.tau, k.seed] for k in keys]})
+    curves = ["accuracy", "--curves", str(tables / "tau~16" / "curves.csv"), "--tau", "16"]
+    final = ["staleness", "--final", str(tables / "final.csv")]
+    for args in (curves, final):
+        out = tmp_path / "fig.pdf"
+        code = main([*args, "--dataset", "synthetic", "--out", str(out), "--expect", expect])
+        assert code == 1 and "comes from another config" in capsys.readouterr().err
+        assert not out.exists()

@@ -18,6 +18,7 @@ strings in the metadata, fonts shipped with matplotlib, fixed hash salt).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -97,19 +98,62 @@ def _parser() -> argparse.ArgumentParser:
     part.add_argument("--title")
     for p in (acc, stale, part):
         p.add_argument("--out", type=Path, required=True, help="PDF path; PNG written beside")
+        p.add_argument(
+            "--expect",
+            type=json.loads,
+            help='what the table must hold for this config (JSON): {"runs": [[partition, '
+            'method, tau, seed], ...]} or {"clients": N}; the workflow passes it',
+        )
     return parser
 
 
 def build_figure(args: argparse.Namespace) -> Figure:
     """Read the table a subcommand names and build its figure."""
+    expect = args.expect or {}
     if args.figure == "accuracy":
         curves = read_table(args.curves, CURVES_COLUMNS)
+        check_runs(curves, args.dataset, expect.get("runs"), args.curves)
         return accuracy_figure(curves, args.dataset, args.tau, args.partition)
     if args.figure == "staleness":
         final = read_table(args.final, FINAL_COLUMNS)
+        check_runs(final, args.dataset, expect.get("runs"), args.final)
         return staleness_figure(final, args.dataset, args.partition)
     counts = validate_partition_counts(read_table(args.counts, ("client",)), args.counts)
+    clients = expect.get("clients")
+    if clients is not None and len(counts) != clients:
+        raise AggregationError(
+            f"{args.counts} has {len(counts)} clients, this config's partition {clients}: the "
+            f"table comes from another config; remake it with --forcerun partition_table"
+        )
     return partition_figure(counts, args.title)
+
+
+def check_runs(table: pd.DataFrame, dataset: str, expected: list | None, path: Path) -> None:
+    """Refuse a table whose runs of ``dataset`` are not exactly this config's ``expected`` runs
+    (``[partition, method, tau, seed]`` each): a figure is never drawn from another config."""
+    if expected is None:
+        return
+    rows = table[table["dataset"] == dataset]
+    found = {
+        (str(p), str(m), int(t), int(s))
+        for p, m, t, s in rows[["partition", "method", "tau", "seed"]].drop_duplicates().values
+    }
+    wanted = {(str(p), str(m), int(t), int(s)) for p, m, t, s in expected}
+    if found != wanted:
+        extra, missing = sorted(found - wanted), sorted(wanted - found)
+        example = (
+            f"it holds {_run_name(extra[0])}, which this config does not have"
+            if extra
+            else f"it lacks {_run_name(missing[0])}"
+        )
+        raise AggregationError(
+            f"{path} comes from another config ({example}); remake it: snakemake "
+            f"--forcerun {'aggregate_accuracy' if 'tau~' in str(path) else 'aggregate_dataset'}"
+        )
+
+
+def _run_name(key: tuple) -> str:
+    return "partition~{}/method~{}/tau~{}/seed~{}".format(*key)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

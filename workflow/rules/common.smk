@@ -147,6 +147,23 @@ def accuracy_curves(wildcards):
     return f"results/tables/dataset~{wildcards.dataset}/tau~{ACCURACY_TAU}/curves.csv"
 
 
+def expected_accuracy_runs(wildcards):
+    """What an accuracy figure's table must hold (persafl.figures --expect): its runs."""
+    keys = sweep.run_keys(config, dataset=wildcards.dataset, tau=ACCURACY_TAU)
+    return json.dumps({"runs": [[k.partition, k.method, k.tau, k.seed] for k in keys]})
+
+
+def expected_dataset_runs(wildcards):
+    keys = sweep.run_keys(config, dataset=wildcards.dataset)
+    return json.dumps({"runs": [[k.partition, k.method, k.tau, k.seed] for k in keys]})
+
+
+def expected_clients(wildcards):
+    """What a partition heat map's table must hold: the figure partition's client count."""
+    part = config["datasets"][wildcards.dataset]["partitions"][figure_partition(wildcards.dataset)]
+    return json.dumps({"clients": part["num_clients"]})
+
+
 def partition_of(wildcards):
     return figure_partition(wildcards.dataset)
 

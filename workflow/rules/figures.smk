@@ -14,6 +14,7 @@ rule fig_accuracy:
     params:
         tau=ACCURACY_TAU,
         partition=partition_of,
+        expect=expected_accuracy_runs,
     threads: 1
     resources:
         mem_mb=2000,
@@ -22,7 +23,8 @@ rule fig_accuracy:
         ENV
     shell:
         "python -m persafl.figures accuracy --curves {input} --dataset {wildcards.dataset}"
-        " --tau {params.tau} --partition {params.partition} --out {output.pdf} > {log} 2>&1"
+        " --tau {params.tau} --partition {params.partition} --out {output.pdf}"
+        " --expect {params.expect:q} > {log} 2>&1"
 
 
 rule fig_staleness:
@@ -35,6 +37,7 @@ rule fig_staleness:
         "results/logs/figures/fig_staleness_{dataset}.log",
     params:
         partition=partition_of,
+        expect=expected_dataset_runs,
     threads: 1
     resources:
         mem_mb=2000,
@@ -43,7 +46,8 @@ rule fig_staleness:
         ENV
     shell:
         "python -m persafl.figures staleness --final {input} --dataset {wildcards.dataset}"
-        " --partition {params.partition} --out {output.pdf} > {log} 2>&1"
+        " --partition {params.partition} --out {output.pdf} --expect {params.expect:q}"
+        " > {log} 2>&1"
 
 
 rule fig_partition:
@@ -54,6 +58,8 @@ rule fig_partition:
         png="paper_figures/fig_partition_{dataset}.png",
     log:
         "results/logs/figures/fig_partition_{dataset}.log",
+    params:
+        expect=expected_clients,
     threads: 1
     resources:
         mem_mb=2000,
@@ -61,7 +67,8 @@ rule fig_partition:
     conda:
         ENV
     shell:
-        "python -m persafl.figures partition --counts {input} --out {output.pdf} > {log} 2>&1"
+        "python -m persafl.figures partition --counts {input} --out {output.pdf}"
+        " --expect {params.expect:q} > {log} 2>&1"
 
 
 rule copy_table:
