@@ -313,3 +313,91 @@ def test_accuracy_and_staleness_figures_refuse_tables_of_another_config(tmp_path
         code = main([*args, "--dataset", "synthetic", "--out", str(out), "--expect", expect])
         assert code == 1 and "comes from another config" in capsys.readouterr().err
         assert not out.exists()
+
+
+# ---- 7-11: one line naming the file and the fix, no traceback ------------------------------
+
+OK_RUN = {
+    "dataset": {
+        "name": "synthetic",
+        "params": {"alpha": 0.5, "beta": 0.5, "num_clients": 4, "max_client_samples": 60},
+    },
+    "model": {"name": "logistic"},
+    "schedule": {"model": "delay", "staleness_bound": 0, "num_updates": 1},
+    "device": "cpu",
+}
+
+
+def _train(tmp_path, config: Path, out: Path | None = None) -> tuple[int, str]:
+    import subprocess
+    import sys
+
+    out = out or tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "persafl.train", "--config", str(config), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.returncode, done.stderr
+
+
+def _one_line_error(code: int, err: str, *named: str) -> None:
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 1 and "Traceback" not in err and len(lines) == 1, err
+    for text in named:
+        assert text in lines[0], (text, lines[0])
+
+
+def test_7_a_binary_file_given_as_config_is_named(tmp_path):
+    pdf = REPO / "paper_figures" / "fig_partition_synthetic.pdf"
+    _one_line_error(*_train(tmp_path, pdf), str(pdf), "not a text (YAML) file")
+    from persafl import sweep
+
+    with pytest.raises(sweep.SweepError, match="not a text"):
+        sweep.load_sweep_config([TEST_CONFIG, pdf])
+
+
+def test_8_yaml_syntax_error_names_file_and_line(tmp_path):
+    bad = tmp_path / "run.yaml"
+    bad.write_text("seed: 0\nmethod: {name: afl\nmodel: x\n")
+    _one_line_error(*_train(tmp_path, bad), str(bad), "line 3", "not valid YAML")
+    from persafl import sweep
+
+    with pytest.raises(sweep.SweepError, match=r"run.yaml, line 3"):
+        sweep.load_sweep_config([bad])
+
+
+def test_9_missing_config_file(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    _one_line_error(*_train(tmp_path, missing), str(missing), "does not exist")
+    from persafl import sweep
+
+    with pytest.raises(sweep.SweepError, match="does not exist"):
+        sweep.load_sweep_config([missing])
+
+
+def test_10_unwritable_out(tmp_path):
+    import yaml
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(OK_RUN))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, err = _train(tmp_path, config, blocker / "out")
+    _one_line_error(code, err, "--out", str(blocker / "out"), "writable")
+
+
+def test_11_unknown_data_set_is_named_not_its_parameters(tmp_path):
+    import yaml
+
+    from persafl.config import _CHECKS
+    from persafl.data import DATASETS, load_dataset
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({**OK_RUN, "dataset": {"name": "mnistt", "params": {"a": 1}}}))
+    _one_line_error(*_train(tmp_path, config), "dataset.name", "'mnistt'", "synthetic")
+    with pytest.raises(ValueError, match="unknown data set 'mnistt'"):
+        load_dataset("mnistt", "data", alpha=1)
+    for name in DATASETS:  # the config's list is the loader's
+        assert _CHECKS["dataset.name"]("dataset.name", name) == name

@@ -113,7 +113,7 @@ def _mapping(path: str, value: Any) -> Any:
 # key path -> checker returning the (normalized) value
 _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "seed": _int(0),
-    "dataset.name": _string,
+    "dataset.name": _choice(("synthetic", "mnist", "fashion_mnist", "cifar10")),
     "dataset.root": _string,
     "dataset.params": _mapping,
     "partition.scheme": _string,
@@ -222,17 +222,38 @@ def resolve_run_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return resolved
 
 
+def yaml_error(path: str | Path, err: yaml.YAMLError) -> str:
+    """One line naming the file, the line and column, and what the YAML parser expected."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{where}: not valid YAML ({problem}); fix the syntax there"
+
+
+def read_yaml(path: str | Path, what: str = "config") -> Any:
+    """The YAML document of ``path``; a missing, unreadable, binary or malformed file is a
+    :class:`ConfigError` of one line naming the file and the fix."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file {path} does not exist; check the path") from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{what} file {path} is not a text (YAML) file; give a .yaml config file there"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} file {path}: {err.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(yaml_error(path, err)) from None
+
+
 def load_run_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML run config and return it resolved (see :func:`resolve_run_config`)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError(f"cannot read run config {path}: {err.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"run config {path} is not valid YAML: {err}") from None
+    data = read_yaml(path, "run config")
     try:
         return resolve_run_config(data if data is not None else {})
     except ConfigError as err:

@@ -115,9 +115,13 @@ def load_sweep_config(
 ) -> dict[str, Any]:
     """Merge the YAML files in order (later wins), then ``overrides``; validate; return."""
     cfg: dict[str, Any] = {}
+    from persafl.config import ConfigError, read_yaml
+
     for path in paths:
-        text = Path(path).read_text()
-        loaded = yaml.safe_load(text) or {}
+        try:
+            loaded = read_yaml(path, "sweep config") or {}
+        except ConfigError as err:
+            raise SweepError(str(err)) from None
         if not isinstance(loaded, dict):
             raise SweepError(f"{path}: expected a mapping at the top level, got {loaded!r}")
         cfg = deep_merge(cfg, loaded)

@@ -214,6 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # parameters checked by the data/partition/model builders
         print(f"error: {args.config}: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # --out: the run's files cannot be written there
+        where = err.filename or args.out
+        print(
+            f"error: cannot write the run into --out {args.out} ({where}: {err.strerror}); "
+            "give a writable folder",
+            file=sys.stderr,
+        )
+        return 1
     log.info("%s: %s -> %s", result.status, args.config, args.out)
     return 0
 
