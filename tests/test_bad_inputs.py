@@ -401,3 +401,36 @@ def test_11_unknown_data_set_is_named_not_its_parameters(tmp_path):
         load_dataset("mnistt", "data", alpha=1)
     for name in DATASETS:  # the config's list is the loader's
         assert _CHECKS["dataset.name"]("dataset.name", name) == name
+
+
+# ---- 12: the lock message warns that --unlock breaks a run still going ---------------------
+
+
+def test_12_lock_warning_and_unlock_refused_while_another_snakemake_runs(tmp_path):
+    import subprocess
+    import sys
+
+    from persafl import locks
+
+    assert locks.lock_warning(tmp_path) is None
+    (tmp_path / ".snakemake" / "locks").mkdir(parents=True)
+    (tmp_path / ".snakemake" / "locks" / "0.input.lock").write_text("x")
+    warning = locks.lock_warning(tmp_path)
+    assert warning is not None and "--unlock now makes it fail" in warning
+    assert locks.unlock_refusal(tmp_path) is None
+    # a stand-in for a snakemake still working in that directory
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "snakemake"], cwd=tmp_path
+    )
+    try:
+        assert other.pid in locks.other_snakemakes(tmp_path)
+        refusal = locks.unlock_refusal(tmp_path)
+        assert refusal is not None and str(other.pid) in refusal
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+        cmd += ["--directory", str(tmp_path), "--unlock", "--configfile", str(TEST_CONFIG)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert done.returncode != 0 and "refusing --unlock" in done.stderr, done.stderr
+        assert (tmp_path / ".snakemake" / "locks" / "0.input.lock").exists()
+    finally:
+        other.kill()
+        other.wait()

@@ -9,13 +9,20 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from persafl import manifest, sweep
+from persafl import locks, manifest, sweep
 
 validate(config, "../schemas/config.schema.yaml")
 try:
     sweep.check_sweep(config)
 except sweep.SweepError as err:
     raise WorkflowError(f"persafl: {err}") from None
+
+# snakemake's lock message advises --unlock, which breaks a run still going: say so first
+# (not in jobs that snakemake itself starts with --nolock).
+if "--unlock" in sys.argv and locks.unlock_refusal(os.getcwd()):
+    raise WorkflowError(locks.unlock_refusal(os.getcwd()))
+if "--nolock" not in sys.argv and "--unlock" not in sys.argv and locks.lock_warning(os.getcwd()):
+    print(locks.lock_warning(os.getcwd()), file=sys.stderr)
 
 REPO = Path(workflow.basedir).resolve()  # basedir: the folder of the Snakefile
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
