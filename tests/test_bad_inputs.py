@@ -434,3 +434,32 @@ def test_12_lock_warning_and_unlock_refused_while_another_snakemake_runs(tmp_pat
     finally:
         other.kill()
         other.wait()
+
+
+# ---- 13: a quiet console --------------------------------------------------------------------
+
+
+def test_13_default_profile_prints_no_shell_commands():
+    import yaml
+
+    profile = yaml.safe_load((REPO / "workflow/profiles/default/config.yaml").read_text())
+    assert not profile.get("printshellcmds")
+
+
+def test_13_log_lines_do_not_run_into_the_progress_bar(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = tmp_path / "run.yaml"
+    run = {**OK_RUN, "schedule": {"model": "delay", "staleness_bound": 0, "num_updates": 40}}
+    config.write_text(yaml.safe_dump({**run, "eval": {"every": 10}}))
+    cmd = [sys.executable, "-m", "persafl.train", "--config", str(config)]
+    cmd += ["--out", str(tmp_path / "out"), "--progress"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    segments = done.stderr.replace("\r", "\n").splitlines()
+    logged = [s for s in segments if "global_acc_ca=" in s]
+    assert len(logged) == 5 and "upd" in done.stderr  # the bar was drawn
+    assert all(s[:4].isdigit() for s in logged), logged  # each log line starts on its own

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from persafl import __version__
 from persafl.config import ConfigError, load_run_config
@@ -185,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--partition", type=Path, help="saved partition .npz to use")
     parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="show a progress bar (default: when stderr is a terminal)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         help="torch CPU threads, overriding the run config's 'threads' (default 1): results "
@@ -207,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads is not None:
             config["threads"] = args.threads
         torch.set_num_threads(config["threads"])  # part of the run's identity (summary.json)
-        result = train(config, args.out, args.partition, progress=sys.stderr.isatty())
+        progress = sys.stderr.isatty() if args.progress is None else args.progress
+        # log lines go through tqdm.write, above the bar, instead of into it
+        with logging_redirect_tqdm():
+            result = train(config, args.out, args.partition, progress=progress)
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
