@@ -1,4 +1,7 @@
-"""One training run: ``python -m persafl.train --config run.yaml --out DIR [--partition FILE]``.
+"""One training run: ``python -m persafl.train --config run.yaml --out DIR [--partition FILE]``,
+or one run of a sweep config without writing its run config: ``python -m persafl.train --sweep
+config/test.yaml --dataset synthetic --method persafl_me --tau 4 --seed 0 [--partition NAME]
+--out DIR``.
 
 Builds the data set, the partition (from the config, or the saved ``--partition`` file the
 workflow passes), the model, the method and the schedule trace, replays the trace
@@ -179,12 +182,48 @@ def train(
     return result
 
 
+def config_from_sweep(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The resolved run config of one run of the sweep config ``path`` (as the workflow
+    resolves it: persafl.sweep.run_config), named by ``args``' dataset, partition, method, tau
+    and seed; a missing name or a run outside the sweep is a ConfigError of one line."""
+    from persafl import sweep
+    from persafl.config import resolve_run_config
+
+    missing = [f"--{n}" for n in ("dataset", "method", "tau", "seed") if getattr(args, n) is None]
+    if missing:
+        raise ConfigError(f"--sweep {path}: also give {', '.join(missing)} (which run to train)")
+    try:
+        cfg = sweep.load_sweep_config([path])
+        if args.dataset not in sweep.datasets(cfg):
+            raise sweep.SweepError(
+                f"data set {args.dataset!r} is not enabled in the sweep; enabled: "
+                f"{sweep.datasets(cfg)}"
+            )
+        partition = args.partition or next(iter(cfg["datasets"][args.dataset]["partitions"]))
+        run = sweep.run_config(cfg, args.dataset, partition, args.method, args.tau, args.seed)
+    except sweep.SweepError as err:
+        raise ConfigError(f"--sweep {path}: {err}") from None
+    return resolve_run_config(run)
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code (0 also for a diverged run)."""
     parser = argparse.ArgumentParser(prog="python -m persafl.train", description=__doc__)
-    parser.add_argument("--config", required=True, type=Path, help="run config (YAML)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, help="run config (YAML)")
+    source.add_argument(
+        "--sweep",
+        type=Path,
+        help="sweep config (config/*.yaml): train its run named by --dataset, --method, --tau, "
+        "--seed and --partition NAME (default: the data set's first partition)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--partition", type=Path, help="saved partition .npz to use")
+    parser.add_argument(
+        "--partition",
+        help="with --config: a saved partition .npz to use; with --sweep: the partition's name",
+    )
+    for name, kind in (("--dataset", str), ("--method", str), ("--tau", int), ("--seed", int)):
+        parser.add_argument(name, type=kind, help="with --sweep: which run of the sweep")
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -208,20 +247,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--threads: got {args.threads}, expected an integer >= 1")
     from persafl.data import DataError
 
+    partition_file = Path(args.partition) if args.config and args.partition else None
     try:
-        config = load_run_config(args.config)
+        if args.sweep is not None:
+            config = config_from_sweep(args.sweep, args)
+        else:
+            config = load_run_config(args.config)
         if args.threads is not None:
             config["threads"] = args.threads
         torch.set_num_threads(config["threads"])  # part of the run's identity (summary.json)
         progress = sys.stderr.isatty() if args.progress is None else args.progress
         # log lines go through tqdm.write, above the bar, instead of into it
         with logging_redirect_tqdm():
-            result = train(config, args.out, args.partition, progress=progress)
+            result = train(config, args.out, partition_file, progress=progress)
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except ValueError as err:  # parameters checked by the data/partition/model builders
-        print(f"error: {args.config}: {err}", file=sys.stderr)
+        print(f"error: {args.config or args.sweep}: {err}", file=sys.stderr)
         return 1
     except OSError as err:  # --out: the run's files cannot be written there
         where = err.filename or args.out
@@ -231,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    log.info("%s: %s -> %s", result.status, args.config, args.out)
+    log.info("%s: %s -> %s", result.status, args.config or args.sweep, args.out)
     return 0
 
 
