@@ -44,3 +44,12 @@ def test_license_matches_pyproject_and_catalog_file_parses():
     assert (repo / "LICENSE").read_text().startswith(f"{license_name['text']} License")
     catalog = yaml.safe_load((repo / ".snakemake-workflow-catalog.yml").read_text())
     assert catalog["usage"]["report"] is True
+
+
+def test_configs_point_to_docs_inside_the_repository():
+    repo = config_docs.REPO
+    assert (repo / "docs" / "paper.md").is_file()
+    for path in sorted((repo / "config").glob("*.yaml")):
+        text = path.read_text()
+        assert "docs/paper.md" in text, path
+        assert "/work/" not in text and "PAPER.md" not in text, path
