@@ -26,7 +26,7 @@ if "--nolock" not in sys.argv and "--unlock" not in sys.argv and locks.lock_warn
 
 REPO = Path(workflow.basedir).resolve()  # basedir: the folder of the Snakefile
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
-ENV = "../../envs/persafl.yaml"
+ENV = "../envs/persafl.yaml"  # relative to workflow/rules/
 ACCURACY_TAU = config["figures"]["accuracy_tau"]
 DATASETS = sweep.datasets(config)
 FETCHED = [d for d in DATASETS if d in ("mnist", "fashion_mnist")]  # persafl.data.fetch's sets
