@@ -34,6 +34,7 @@ localrules:
     run_config,
     partition_config,
     copy_table,
+    report_table,
     partition_table,
     manifest,
 

@@ -423,7 +423,16 @@ def test_12_lock_warning_and_unlock_refused_while_another_snakemake_runs(tmp_pat
         [sys.executable, "-c", "import time; time.sleep(60)", "snakemake"], cwd=tmp_path
     )
     try:
+        import time
+
+        deadline = time.monotonic() + 10  # until the child has exec'd (its cmdline is set)
+        while other.pid not in locks.other_snakemakes(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert other.pid in locks.other_snakemakes(tmp_path)
+        tail = subprocess.Popen(["sleep", "30", ".snakemake/log/x.log"], cwd=tmp_path)
+        assert tail.pid not in locks.other_snakemakes(tmp_path)  # only snakemake itself counts
+        tail.kill()
+        tail.wait()
         refusal = locks.unlock_refusal(tmp_path)
         assert refusal is not None and str(other.pid) in refusal
         cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]

@@ -8,6 +8,8 @@ Usage::
         --dataset D [--partition P] --out paper_figures/fig_staleness_D.pdf
     python -m persafl.figures partition --counts results/tables/partition_D.csv \
         [--title TEXT] --out paper_figures/fig_partition_D.pdf
+    python -m persafl.figures table --table results/tables/table_final.csv \
+        --out results/report/table_final.html
 
 Each command writes the PDF named by ``--out`` and a PNG (200 dpi) beside it. ``--partition``
 may be left out when the dataset has a single partition in the table. Output is a pure
@@ -36,13 +38,14 @@ from persafl.aggregate import (  # noqa: E402
     AggregationError,
     validate_partition_counts,
 )
+from persafl.io import atomic_write_text  # noqa: E402
 from persafl.plotting import (  # noqa: E402
     FigureDataError,
     accuracy_figure,
     partition_figure,
     staleness_figure,
 )
-from persafl.style import PNG_DPI, RC_PARAMS  # noqa: E402
+from persafl.style import PNG_DPI, RC_PARAMS, format_html  # noqa: E402
 
 PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None}
 PNG_METADATA = {"Software": None}
@@ -93,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     stale.add_argument("--final", type=Path, required=True)
     stale.add_argument("--dataset", required=True)
     stale.add_argument("--partition")
+    table = sub.add_parser("table", help="table_final.csv as an HTML table (for the report)")
+    table.add_argument("--table", type=Path, required=True)
+    table.add_argument("--out", type=Path, required=True, help="HTML path")
     part = sub.add_parser("partition", help="clients x classes heat map")
     part.add_argument("--counts", type=Path, required=True)
     part.add_argument("--title")
@@ -159,6 +165,15 @@ def _run_name(key: tuple) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; see the module docstring."""
     args = _parser().parse_args(argv)
+    if args.figure == "table":
+        try:
+            table = read_table(args.table, ("dataset", "method", "n_seeds", "n_diverged"))
+        except AggregationError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        atomic_write_text(args.out, format_html(table))
+        print(f"wrote {args.out}")
+        return 0
     try:
         fig = build_figure(args)
         pdf_path, png_path = save_figure(fig, args.out)

@@ -32,12 +32,20 @@ def other_snakemakes(workdir: str | Path) -> list[int]:
             pid = int(entry.name)
             if pid in skip:
                 continue
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-            if b"snakemake" in cmdline and Path(os.readlink(entry / "cwd")).resolve() == workdir:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if _is_snakemake(argv) and Path(os.readlink(entry / "cwd")).resolve() == workdir:
                 found.append(pid)
         except (OSError, ValueError):
             continue
     return sorted(found)
+
+
+def _is_snakemake(argv: list[str]) -> bool:
+    """``snakemake ...``, ``python -m snakemake ...`` or ``python .../snakemake ...`` (not,
+    say, ``tail .snakemake/log/...``)."""
+    named = any(Path(arg).name == "snakemake" for arg in argv)
+    pairs = zip(argv[:-1], argv[1:], strict=True)
+    return named or any(a == "-m" and b == "snakemake" for a, b in pairs)
 
 
 def lock_warning(workdir: str | Path) -> str | None:

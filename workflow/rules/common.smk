@@ -92,7 +92,8 @@ def all_outputs():
     checkout, so without the runs as targets snakemake would take them as up to date and train
     nothing; with them, missing runs train and everything downstream is redrawn."""
     runs = [f"{sweep.run_dir(key)}/summary.json" for key in sweep.run_keys(config)]
-    return runs + paper_figures() + ["paper_figures/manifest.json"]
+    report_only = ["results/report/table_final.html"]  # the final table, shown in the report
+    return runs + paper_figures() + ["paper_figures/manifest.json"] + report_only
 
 
 # ---- input functions --------------------------------------------------------------------

@@ -75,7 +75,7 @@ rule copy_table:
     input:
         "results/tables/table_final.{ext}",
     output:
-        report("paper_figures/table_final.{ext}", caption="../report/table_final.rst", category="Tables"),
+        "paper_figures/table_final.{ext}",
     log:
         "results/logs/figures/table_final_{ext}.log",
     wildcard_constraints:
@@ -84,6 +84,20 @@ rule copy_table:
         ENV
     shell:
         "cp {input} {output} > {log} 2>&1"
+
+
+# The report shows the final table inline as HTML (a .csv, .md or .tex would be a download).
+rule report_table:
+    input:
+        "results/tables/table_final.csv",
+    output:
+        report("results/report/table_final.html", caption="../report/table_final.rst", category="Tables"),
+    log:
+        "results/logs/figures/report_table.log",
+    conda:
+        ENV
+    shell:
+        "python -m persafl.figures table --table {input} --out {output} > {log} 2>&1"
 
 
 rule manifest:
