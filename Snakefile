@@ -35,6 +35,7 @@ localrules:
     partition_config,
     copy_table,
     report_table,
+    aggregate_cell,
     partition_table,
     manifest,
 

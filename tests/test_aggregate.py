@@ -282,3 +282,32 @@ def test_cli_partitions_alone_copy_only_the_counts(tmp_path: Path) -> None:
     assert main(["--partitions", f"mnist={counts}", "--out-dir", str(out)]) == 0
     assert [p.name for p in out.iterdir()] == ["partition_mnist.csv"]
     assert main(["--out-dir", str(out)]) == 1  # neither runs nor partitions: an error
+
+
+def test_merging_partial_tables_gives_the_same_bytes_as_all_runs_at_once(runs_root, tmp_path):
+    """The workflow aggregates per (dataset, partition, method, tau) cell, then merges the
+    cells' tables (--tables): the result must equal aggregating every run at once."""
+    _, dirs = runs_root
+    whole = tmp_path / "whole"
+    assert main(["--runs", *map(str, dirs), "--out-dir", str(whole)]) == 0
+    cells = {}
+    for d in dirs:
+        cells.setdefault(d.parent, []).append(d)  # one cell: the seeds of one (method, tau)
+    cell_dirs = []
+    for i, runs in enumerate(cells.values()):
+        out = tmp_path / f"cell{i}"
+        args = ["--runs", *map(str, runs), "--out-dir", str(out), "--runs-tables-only"]
+        assert main(args) == 0
+        assert sorted(p.name for p in out.iterdir()) == ["curves.csv", "final.csv"]
+        cell_dirs.append(str(out / "final.csv"))
+    merged = tmp_path / "merged"
+    assert main(["--tables", *reversed(cell_dirs), "--out-dir", str(merged)]) == 0
+    for name in ("curves.csv", "final.csv", "table_final.csv", "table_final.md"):
+        assert (merged / name).read_bytes() == (whole / name).read_bytes(), name
+    twice = tmp_path / "twice"
+    assert main(["--tables", cell_dirs[0], str(tmp_path / "cell0"), "--out-dir", str(twice)]) == 0
+    (tmp_path / "copy").mkdir()
+    for name in ("curves.csv", "final.csv"):
+        (tmp_path / "copy" / name).write_bytes((tmp_path / "cell0" / name).read_bytes())
+    bad = ["--tables", cell_dirs[0], str(tmp_path / "copy"), "--out-dir", str(twice)]
+    assert main(bad) == 1

@@ -24,6 +24,11 @@ Written into ``--out-dir``:
   method except ``local``: mean and std over seeds (sample std, ddof=1; empty for one seed)
   of the headline accuracy, of the global accuracy, and beside them the local baseline and the
   majority-class baseline; ``n_seeds`` and ``n_diverged``. The .md/.tex show percent.
+- With ``--tables DIR ...`` instead of runs: the ``curves.csv`` and ``final.csv`` of each
+  DIR (written by an earlier aggregation of disjoint runs, e.g. one per (dataset, partition,
+  method, tau)) are merged, and everything above is written as if from their runs (the
+  workflow aggregates per such cell, so no job lists every run). ``--runs-tables-only``
+  writes only ``curves.csv`` and ``final.csv``.
 - ``partition_NAME.csv`` for each ``--partitions NAME=PATH``: the class counts (columns
   ``client, class_0, ..., class_{C-1}``) checked and copied, for the heat-map figure. Given
   ``--partitions`` and no runs, only these are written (the heat map need not wait for
@@ -202,6 +207,18 @@ def local_baseline(
     if not at_tau.empty:
         return at_tau["headline_acc"]
     return same.groupby("seed")["headline_acc"].mean()
+
+
+def merge_tables(frames: Sequence[pd.DataFrame], kind: str) -> pd.DataFrame:
+    """Concatenate partial ``curves`` or ``final`` tables (of disjoint sets of runs) into the
+    table :func:`curves_table` / :func:`final_table` would give for all their runs at once."""
+    if not frames:
+        raise AggregationError(f"no {kind} tables to merge")
+    merged = pd.concat(frames, ignore_index=True)
+    extra = ["update"] if kind == "curves" else []
+    if merged.duplicated([*IDENTITY_KEYS, *extra]).any():
+        raise AggregationError(f"the {kind} tables to merge hold one run twice")
+    return _sort_runs(merged, extra=extra).reset_index(drop=True)
 
 
 def summary_table(final: pd.DataFrame) -> pd.DataFrame:

@@ -107,6 +107,22 @@ def divergence_summary(summaries: Iterable[str | Path]) -> str | None:
     return "\n".join(lines)
 
 
+TEXT_COLUMNS = {"dataset": str, "partition": str, "method": str, "status": str}
+
+
+def load_tables(paths: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Merged (curves, final) of the table folders ``paths`` (or files inside them)."""
+    curves, finals = [], []
+    for folder in dict.fromkeys(resolve_run_dir(p) for p in paths):
+        for name, frames in (("curves.csv", curves), ("final.csv", finals)):
+            path = folder / name
+            try:  # pandas reads back the floats it wrote exactly (tested: same bytes)
+                frames.append(pd.read_csv(path, dtype=TEXT_COLUMNS))
+            except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError) as err:
+                raise AggregationError(f"{path}: unreadable table ({err})") from None
+    return aggregate.merge_tables(curves, "curves"), aggregate.merge_tables(finals, "final")
+
+
 def _read_runs_file(path: Path) -> list[str]:
     lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
     return [line for line in lines if line]
@@ -128,6 +144,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME=CSV",
         help="partition_counts.csv to copy as partition_NAME.csv",
     )
+    parser.add_argument(
+        "--tables",
+        nargs="*",
+        default=[],
+        help="folders of curves.csv + final.csv of disjoint runs to merge (instead of --runs)",
+    )
+    parser.add_argument(
+        "--runs-tables-only",
+        action="store_true",
+        help="write only curves.csv and final.csv (a partial table for a later --tables)",
+    )
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument(
         "--fail-on-divergence",
@@ -146,9 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise AggregationError(f"--partitions {spec!r}: expected NAME=PATH")
             partitions[name] = validate_partition_counts(pd.read_csv(csv_path), csv_path)
         outputs: dict[str, str] = {}
-        if paths or not partitions:  # --partitions alone copies the counts, nothing else
+        if args.tables:
+            curves, final = load_tables(args.tables)
+        elif paths or not partitions:  # --partitions alone copies the counts, nothing else
             runs = load_runs(paths)
-            final = final_table(runs)
+            curves, final = curves_table(runs), final_table(runs)
+        if args.tables or paths or not partitions:
             diverged = aggregate.diverged_runs(final)
             if diverged:
                 log.warning("%d run(s) diverged: %s", len(diverged), ", ".join(diverged))
@@ -158,15 +188,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{', ...' if len(diverged) > 1 else ''}; its summary.json says why) and "
                     "fail_on_divergence is set: lower local_lr, or unset fail_on_divergence"
                 )
-            table = summary_table(final)
             outputs = {
-                "curves.csv": curves_table(runs).to_csv(index=False),
+                "curves.csv": curves.to_csv(index=False),
                 "final.csv": final.to_csv(index=False),
-                "table_final.csv": table.to_csv(index=False),
-                "table_final.md": format_markdown(table),
-                "table_final.tex": format_latex(table),
             }
-            log.info("aggregated %d runs", len(runs))
+            if not args.runs_tables_only:
+                table = summary_table(final)
+                outputs["table_final.csv"] = table.to_csv(index=False)
+                outputs["table_final.md"] = format_markdown(table)
+                outputs["table_final.tex"] = format_latex(table)
+            log.info("aggregated %d runs", len(final))
     except (AggregationError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -9,6 +9,26 @@ onsuccess:
     divergence_warning()
 
 
+# One cell: the runs of one (dataset, partition, method, tau) over the seeds. The tables below
+# merge cells (--tables), so no job lists, or prints, every run of the sweep.
+rule aggregate_cell:
+    input:
+        cell_runs,
+    output:
+        curves="results/tables/cells/dataset~{dataset}/partition~{partition}/method~{method}/tau~{tau}/curves.csv",
+        final="results/tables/cells/dataset~{dataset}/partition~{partition}/method~{method}/tau~{tau}/final.csv",
+    log:
+        "results/logs/aggregate/cells/dataset~{dataset}/partition~{partition}/method~{method}/tau~{tau}.log",
+    params:
+        out_dir="results/tables/cells/dataset~{dataset}/partition~{partition}/method~{method}/tau~{tau}",
+        fail=FAIL_ON_DIVERGENCE,
+    conda:
+        ENV
+    shell:
+        "python -m persafl.aggregate --runs {input} --out-dir {params.out_dir}"
+        " --runs-tables-only {params.fail} > {log} 2>&1"
+
+
 rule aggregate_accuracy:
     input:
         accuracy_runs,
@@ -27,7 +47,7 @@ rule aggregate_accuracy:
     conda:
         ENV
     shell:
-        "python -m persafl.aggregate --runs {input} --out-dir {params.out_dir} {params.fail}"
+        "python -m persafl.aggregate --tables {input} --out-dir {params.out_dir} {params.fail}"
         " > {log} 2>&1"
 
 
@@ -49,7 +69,7 @@ rule aggregate_dataset:
     conda:
         ENV
     shell:
-        "python -m persafl.aggregate --runs {input} --out-dir {params.out_dir} {params.fail}"
+        "python -m persafl.aggregate --tables {input} --out-dir {params.out_dir} {params.fail}"
         " > {log} 2>&1"
 
 
@@ -71,7 +91,7 @@ rule aggregate_all:
     conda:
         ENV
     shell:
-        "python -m persafl.aggregate --runs {input} --out-dir results/tables {params.fail}"
+        "python -m persafl.aggregate --tables {input} --out-dir results/tables {params.fail}"
         " > {log} 2>&1"
 
 

@@ -88,12 +88,14 @@ def paper_figures():
 
 
 def all_outputs():
-    """Every run's summary, then the figures: the committed figures and tables exist in a fresh
-    checkout, so without the runs as targets snakemake would take them as up to date and train
-    nothing; with them, missing runs train and everything downstream is redrawn."""
-    runs = [f"{sweep.run_dir(key)}/summary.json" for key in sweep.run_keys(config)]
+    """Every cell table (the runs of one dataset, partition, method and tau over the seeds),
+    then the figures: the committed figures and tables exist in a fresh checkout, so without
+    targets outside them snakemake would take them as up to date and train nothing; the cell
+    tables are not committed, so their runs train and everything downstream is redrawn. (Cells
+    rather than runs: `all` then lists a few dozen files, not every run's.)"""
+    cells = list(dict.fromkeys(f"{cell_dir(key)}/final.csv" for key in sweep.run_keys(config)))
     report_only = ["results/report/table_final.html"]  # the final table, shown in the report
-    return runs + paper_figures() + ["paper_figures/manifest.json"] + report_only
+    return cells + paper_figures() + ["paper_figures/manifest.json"] + report_only
 
 
 # ---- input functions --------------------------------------------------------------------
@@ -132,17 +134,42 @@ def train_resource(name):
     return get
 
 
+CELLS = "results/tables/cells"
+
+
+def cell_dir(key):
+    """The folder of a run's cell table: its runs over the seeds (aggregate_cell)."""
+    return (f"{CELLS}/dataset~{key.dataset}/partition~{key.partition}/method~{key.method}"
+            f"/tau~{key.tau}")
+
+
+def cell_tables(keys):
+    """The cell tables holding these runs: a few per data set, so no job lists every run."""
+    return [f"{d}/{name}" for d in dict.fromkeys(cell_dir(k) for k in keys)
+            for name in ("curves.csv", "final.csv")]
+
+
+def cell_runs(wildcards):
+    """The run files of one cell (aggregate_cell's input)."""
+    keys = [k for k in sweep.run_keys(config, dataset=wildcards.dataset, tau=int(wildcards.tau))
+            if k.partition == wildcards.partition and k.method == wildcards.method
+            and k.tau == int(wildcards.tau)]
+    return run_files(keys)
+
+
 def dataset_runs(wildcards):
-    return run_files(sweep.run_keys(config, dataset=wildcards.dataset))
+    return cell_tables(sweep.run_keys(config, dataset=wildcards.dataset))
 
 
 def accuracy_runs(wildcards):
-    return run_files(sweep.run_keys(config, dataset=wildcards.dataset,
-                                        tau=int(wildcards.tau)))
+    return cell_tables(sweep.run_keys(config, dataset=wildcards.dataset,
+                                      tau=int(wildcards.tau)))
 
 
 def all_runs(wildcards):
-    return run_files(sweep.run_keys(config))
+    """The per data set tables (aggregate_all merges them)."""
+    return [f"results/tables/dataset~{d}/{name}" for d in DATASETS
+            for name in ("curves.csv", "final.csv")]
 
 
 def partition_counts_of(wildcards):
