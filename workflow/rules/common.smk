@@ -139,8 +139,9 @@ CELLS = "results/tables/cells"
 
 def cell_dir(key):
     """The folder of a run's cell table: its runs over the seeds (aggregate_cell)."""
-    return (f"{CELLS}/dataset~{key.dataset}/partition~{key.partition}/method~{key.method}"
-            f"/tau~{key.tau}")
+    parts = [f"dataset~{key.dataset}", f"partition~{key.partition}", f"method~{key.method}",
+             f"tau~{key.tau}"]
+    return "/".join([CELLS, *parts])
 
 
 def cell_tables(keys):
