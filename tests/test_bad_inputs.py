@@ -72,9 +72,12 @@ def test_aggregation_rules_depend_on_the_run_files():
     names = [Path(p).name for p in sweep.run_files(key)]
     assert names == ["metrics.csv", "clients.csv", "summary.json"]
     common = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    for helper in ("dataset_runs", "accuracy_runs", "all_runs"):
-        body = common.split(f"def {helper}(")[1].split("\ndef ")[0]
-        assert "run_files(" in body, helper
+    # a cell (one dataset, partition, method, tau over the seeds) reads every run file; the
+    # tables above it read the cells' tables
+    body = common.split("def cell_runs(")[1].split("\ndef ")[0]
+    assert "run_files(" in body
+    rules = (REPO / "workflow" / "rules" / "aggregate.smk").read_text()
+    assert "rule aggregate_cell:\n    input:\n        cell_runs," in rules
 
 
 # ---- 2: NaN and infinity are rejected wherever a number is read ----------------------------
