@@ -34,6 +34,8 @@ localrules:
     run_config,
     partition_config,
     copy_table,
+    report_table,
+    aggregate_cell,
     partition_table,
     manifest,
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from persafl.aggregate import (
     summary_table,
 )
 from persafl.aggregate_cli import load_runs, main
+from persafl.run_files import write_run_outputs
 
 UPDATES = (0, 50, 100)
 
@@ -60,7 +60,6 @@ def write_run(
                 "majority_acc_sw": majority,
             }
         )
-    pd.DataFrame(rows).to_csv(run_dir / "metrics.csv", index=False)
     summary = {
         "status": status,
         "config": {},
@@ -69,7 +68,15 @@ def write_run(
         "trace": {"dropped": 2, "wait_time": 3.0, "num_updates": 100},
         "final": {},
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary))
+    clients = [{"client": 0, "n_train": 3, "n_test": 1, "personal_acc": personal}]
+    write_run_outputs(
+        run_dir,
+        rows,
+        clients,
+        summary,
+        metrics_columns=list(rows[0]),
+        client_columns=list(clients[0]),
+    )
     return run_dir
 
 
@@ -275,3 +282,32 @@ def test_cli_partitions_alone_copy_only_the_counts(tmp_path: Path) -> None:
     assert main(["--partitions", f"mnist={counts}", "--out-dir", str(out)]) == 0
     assert [p.name for p in out.iterdir()] == ["partition_mnist.csv"]
     assert main(["--out-dir", str(out)]) == 1  # neither runs nor partitions: an error
+
+
+def test_merging_partial_tables_gives_the_same_bytes_as_all_runs_at_once(runs_root, tmp_path):
+    """The workflow aggregates per (dataset, partition, method, tau) cell, then merges the
+    cells' tables (--tables): the result must equal aggregating every run at once."""
+    _, dirs = runs_root
+    whole = tmp_path / "whole"
+    assert main(["--runs", *map(str, dirs), "--out-dir", str(whole)]) == 0
+    cells = {}
+    for d in dirs:
+        cells.setdefault(d.parent, []).append(d)  # one cell: the seeds of one (method, tau)
+    cell_dirs = []
+    for i, runs in enumerate(cells.values()):
+        out = tmp_path / f"cell{i}"
+        args = ["--runs", *map(str, runs), "--out-dir", str(out), "--runs-tables-only"]
+        assert main(args) == 0
+        assert sorted(p.name for p in out.iterdir()) == ["curves.csv", "final.csv"]
+        cell_dirs.append(str(out / "final.csv"))
+    merged = tmp_path / "merged"
+    assert main(["--tables", *reversed(cell_dirs), "--out-dir", str(merged)]) == 0
+    for name in ("curves.csv", "final.csv", "table_final.csv", "table_final.md"):
+        assert (merged / name).read_bytes() == (whole / name).read_bytes(), name
+    twice = tmp_path / "twice"
+    assert main(["--tables", cell_dirs[0], str(tmp_path / "cell0"), "--out-dir", str(twice)]) == 0
+    (tmp_path / "copy").mkdir()
+    for name in ("curves.csv", "final.csv"):
+        (tmp_path / "copy" / name).write_bytes((tmp_path / "cell0" / name).read_bytes())
+    bad = ["--tables", cell_dirs[0], str(tmp_path / "copy"), "--out-dir", str(twice)]
+    assert main(bad) == 1

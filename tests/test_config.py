@@ -75,7 +75,7 @@ def test_load_run_config_reads_yaml_and_names_the_file(tmp_path):
     path.write_text(yaml.safe_dump(minimal(sed=4)))
     with pytest.raises(ConfigError, match="run.yaml.*sed"):
         load_run_config(path)
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="missing.yaml does not exist"):
         load_run_config(tmp_path / "missing.yaml")
     path.write_text("seed: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):

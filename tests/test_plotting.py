@@ -220,3 +220,19 @@ def test_cli_errors_name_the_file(tables: Path, tmp_path: Path, capsys) -> None:
     bad_out = ["--curves", str(tables / "curves.csv"), "--out", str(tmp_path / "f.png")]
     assert main([*args[:-2], *bad_out]) == 1
     assert "expected a .pdf" in capsys.readouterr().err
+
+
+def test_final_table_as_html_for_the_report(tmp_path):
+    """The report shows table_final inline (issue 16, item 16): an HTML table of every row."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from persafl.figures import main
+
+    source = Path(__file__).resolve().parents[1] / "results" / "tables" / "table_final.csv"
+    out = tmp_path / "table_final.html"
+    assert main(["table", "--table", str(source), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.count("<tr>") == len(pd.read_csv(source)) + 1
+    assert "<th>Accuracy (%)</th>" in text and "±" in text

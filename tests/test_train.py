@@ -136,8 +136,28 @@ def test_python_dash_m_entry_point(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PERSAFL_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "summary.json").read_text())["status"] == "completed"
     assert "update 5/5" in done.stderr
+
+
+def test_one_run_of_a_sweep_without_a_run_yaml(tmp_path, capsys):
+    """`--sweep` trains the same run as the workflow's run config (issue 16, item 17)."""
+    from persafl.sweep_cli import main as sweep_main
+
+    sweep_config = Path(__file__).resolve().parents[1] / "config" / "test.yaml"
+    name = ["--dataset", "synthetic", "--method", "afl", "--tau", "4", "--seed", "1"]
+    run_yaml = tmp_path / "run.yaml"
+    args = ["run-config", "--config", str(sweep_config), "--partition", "natural", *name]
+    assert sweep_main([*args, "--out", str(run_yaml)]) == 0
+    assert train(run_yaml, tmp_path / "a") == 0
+    assert main(["--sweep", str(sweep_config), *name, "--out", str(tmp_path / "b")]) == 0
+    for file in ("metrics.csv", "clients.csv"):
+        assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
+    bad = ["--sweep", str(sweep_config), *name[:4], "--tau", "3", "--seed", "0"]
+    assert main([*bad, "--out", str(tmp_path / "c")]) == 1
+    assert "staleness bound 3 is not in the sweep" in capsys.readouterr().err
+    assert main(["--sweep", str(sweep_config), "--out", str(tmp_path / "c")]) == 1
+    assert "also give --dataset" in capsys.readouterr().err

@@ -313,6 +313,10 @@ def test_report_is_written(tiny_run):
     res = run(workdir, "--configfile", str(TEST_CONFIG), "--report", "report.html")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert (workdir / "report.html").stat().st_size > 10_000
+    # every job of the config that ran has metadata: no "Missing metadata" warnings
+    assert "Missing metadata" not in res.stdout + res.stderr
+    # the final table is shown inline (as HTML), not offered as a download only
+    assert "table_final.html" in (workdir / "report.html").read_text(errors="replace")
 
 
 # ---- SLURM ---------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ be complete: a directory without ``summary.json`` is an error naming it. Runs wh
 Written into ``--out-dir``:
 
 - ``curves.csv``: one row per (run, evaluation): identity (dataset, partition, method, tau,
-  seed), ``update, time, grad_evals``, every metrics.csv column and ``headline_acc``.
+  seed), ``update, time, grad_evals``, every metrics.csv column, ``status`` (of the run) and
+  ``headline_acc``.
 - ``final.csv``: one row per run: identity, ``status``, the last evaluation's metrics
   (including cumulative ``dropped`` and ``staleness_*``), ``headline_acc``, ``wait_time`` and
   ``wall_seconds`` from summary.json.
@@ -23,6 +24,11 @@ Written into ``--out-dir``:
   method except ``local``: mean and std over seeds (sample std, ddof=1; empty for one seed)
   of the headline accuracy, of the global accuracy, and beside them the local baseline and the
   majority-class baseline; ``n_seeds`` and ``n_diverged``. The .md/.tex show percent.
+- With ``--tables DIR ...`` instead of runs: the ``curves.csv`` and ``final.csv`` of each
+  DIR (written by an earlier aggregation of disjoint runs, e.g. one per (dataset, partition,
+  method, tau)) are merged, and everything above is written as if from their runs (the
+  workflow aggregates per such cell, so no job lists every run). ``--runs-tables-only``
+  writes only ``curves.csv`` and ``final.csv``.
 - ``partition_NAME.csv`` for each ``--partitions NAME=PATH``: the class counts (columns
   ``client, class_0, ..., class_{C-1}``) checked and copied, for the heat-map figure. Given
   ``--partitions`` and no runs, only these are written (the heat map need not wait for
@@ -32,8 +38,9 @@ Definitions. Headline accuracy: ``personal_acc_ca`` (client-averaged personalize
 for every method except ``afl``, whose headline is ``global_acc_ca``. Local baseline: the
 headline accuracy of method ``local`` on the same dataset and partition, from its runs at the
 same tau when there are any, else from all its runs (per seed averaged over tau). Majority
-baseline: ``majority_acc_ca`` of the row's own runs. Statistics skip non-finite values (a
-diverged run may have none); ``n_diverged`` says how many runs diverged.
+baseline: ``majority_acc_ca`` of the row's own runs. Diverged runs are left out of the
+accuracy means and stds (their last finite values are no result; ``n_diverged`` says how many
+of ``n_seeds`` diverged), and so are non-finite values.
 """
 
 from __future__ import annotations
@@ -141,7 +148,8 @@ def curves_table(runs: Sequence[RunResult]) -> pd.DataFrame:
     for run in runs:
         metrics = run.metrics.reset_index(drop=True)
         identity = pd.DataFrame({k: [v] * len(metrics) for k, v in run.identity.items()})
-        frames.append(pd.concat([identity, metrics], axis=1))
+        status = pd.DataFrame({"status": [run.summary["status"]] * len(metrics)})
+        frames.append(pd.concat([identity, metrics, status], axis=1))
     if not frames:
         raise AggregationError("no counted runs to aggregate (all missing or skipped)")
     curves = _with_headline(pd.concat(frames, ignore_index=True))
@@ -170,6 +178,12 @@ def final_table(runs: Sequence[RunResult]) -> pd.DataFrame:
     return _sort_runs(final).reset_index(drop=True)
 
 
+def diverged_runs(final: pd.DataFrame) -> list[str]:
+    """``dataset~D/partition~P/method~M/tau~T/seed~S`` of every diverged run in ``final``."""
+    rows = final[final["status"] == "diverged"]
+    return ["/".join(f"{k}~{row[k]}" for k in IDENTITY_KEYS) for _, row in rows.iterrows()]
+
+
 def mean_std(values: pd.Series) -> tuple[float, float]:
     """Mean and sample std (ddof=1; NaN for one value) of the finite values; NaN if none."""
     finite = values[np.isfinite(values.astype(float))]
@@ -195,18 +209,32 @@ def local_baseline(
     return same.groupby("seed")["headline_acc"].mean()
 
 
+def merge_tables(frames: Sequence[pd.DataFrame], kind: str) -> pd.DataFrame:
+    """Concatenate partial ``curves`` or ``final`` tables (of disjoint sets of runs) into the
+    table :func:`curves_table` / :func:`final_table` would give for all their runs at once."""
+    if not frames:
+        raise AggregationError(f"no {kind} tables to merge")
+    merged = pd.concat(frames, ignore_index=True)
+    extra = ["update"] if kind == "curves" else []
+    if merged.duplicated([*IDENTITY_KEYS, *extra]).any():
+        raise AggregationError(f"the {kind} tables to merge hold one run twice")
+    return _sort_runs(merged, extra=extra).reset_index(drop=True)
+
+
 def summary_table(final: pd.DataFrame) -> pd.DataFrame:
     """The table_final rows: per (dataset, partition, method, tau) mean/std over seeds.
 
     Accuracies stay fractions in [0, 1]; see the module docstring for the definitions.
     """
     rows = []
+    finished = final[final["status"] != "diverged"]
     for (dataset, partition, method, tau), group in final[final["method"] != "local"].groupby(
         GROUP_KEYS, sort=False
     ):
-        acc = mean_std(group["headline_acc"])
-        glob = mean_std(group["global_acc_ca"])
-        base = local_baseline(final, dataset, partition, int(tau))
+        kept = group[group["status"] != "diverged"]  # a diverged run's last values are no result
+        acc = mean_std(kept["headline_acc"])
+        glob = mean_std(kept["global_acc_ca"])
+        base = local_baseline(finished, dataset, partition, int(tau))
         loc = mean_std(base)
         maj = mean_std(group["majority_acc_ca"])
         rows.append(

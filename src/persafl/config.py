@@ -11,6 +11,7 @@ A run config (docs/design.md "Run config") is a nested mapping::
     eval:      {every: 50}
     backend: auto              # auto | vectorized | sequential (auto: see executor)
     device: auto               # auto | cpu | cuda
+    threads: 1                 # torch CPU threads: the last bits of results depend on it
 
 :func:`resolve_run_config` fills in defaults, rejects unknown keys and bad values with a
 :class:`ConfigError` naming the key path, the value and what was expected, and merges the
@@ -22,6 +23,7 @@ method's hyperparameter defaults under the user's ``hp``. The free-form ``params
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "eval": {"every": 50},
     "backend": "auto",
     "device": "auto",
+    "threads": 1,
 }
 
 BACKENDS = ("auto", "vectorized", "sequential")
@@ -110,7 +113,7 @@ def _mapping(path: str, value: Any) -> Any:
 # key path -> checker returning the (normalized) value
 _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "seed": _int(0),
-    "dataset.name": _string,
+    "dataset.name": _choice(("synthetic", "mnist", "fashion_mnist", "cifar10")),
     "dataset.root": _string,
     "dataset.params": _mapping,
     "partition.scheme": _string,
@@ -125,7 +128,33 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "eval.every": _int(1),
     "backend": _choice(BACKENDS),
     "device": _choice(DEVICES),
+    "threads": _int(1),
 }
+
+
+def first_non_finite(value: Any, path: str = "") -> tuple[str, float] | None:
+    """The key path and value of the first NaN or infinite number in ``value`` (recursing into
+    mappings and lists), or ``None``: YAML's ``.nan``/``.inf`` pass a JSON schema's ``number``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "<top level>", value
+    if isinstance(value, Mapping):
+        items: Any = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for sub_path, sub in items:
+        found = first_non_finite(sub, sub_path)
+        if found is not None:
+            return found
+    return None
+
+
+def reject_non_finite(value: Any, what: str = "config") -> None:
+    """Raise :class:`ConfigError` at the first NaN or infinite number in ``value``."""
+    found = first_non_finite(value)
+    if found is not None:
+        raise ConfigError(f"{what} key '{found[0]}': got {found[1]!r}, expected a finite number")
 
 
 def _resolve_section(user: Any, defaults: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -186,23 +215,45 @@ def _resolve_schedule(section: dict[str, Any]) -> dict[str, Any]:
 
 def resolve_run_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A validated run config with every default filled in (a new dict)."""
+    reject_non_finite(config)
     resolved = _resolve_section(config, DEFAULTS, "")
     resolved["method"] = _resolve_method(resolved["method"])
     resolved["schedule"] = _resolve_schedule(resolved["schedule"])
     return resolved
 
 
+def yaml_error(path: str | Path, err: yaml.YAMLError) -> str:
+    """One line naming the file, the line and column, and what the YAML parser expected."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{where}: not valid YAML ({problem}); fix the syntax there"
+
+
+def read_yaml(path: str | Path, what: str = "config") -> Any:
+    """The YAML document of ``path``; a missing, unreadable, binary or malformed file is a
+    :class:`ConfigError` of one line naming the file and the fix."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file {path} does not exist; check the path") from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{what} file {path} is not a text (YAML) file; give a .yaml config file there"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} file {path}: {err.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(yaml_error(path, err)) from None
+
+
 def load_run_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML run config and return it resolved (see :func:`resolve_run_config`)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError(f"cannot read run config {path}: {err.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"run config {path} is not valid YAML: {err}") from None
+    data = read_yaml(path, "run config")
     try:
         return resolve_run_config(data if data is not None else {})
     except ConfigError as err:

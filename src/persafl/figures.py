@@ -8,6 +8,8 @@ Usage::
         --dataset D [--partition P] --out paper_figures/fig_staleness_D.pdf
     python -m persafl.figures partition --counts results/tables/partition_D.csv \
         [--title TEXT] --out paper_figures/fig_partition_D.pdf
+    python -m persafl.figures table --table results/tables/table_final.csv \
+        --out results/report/table_final.html
 
 Each command writes the PDF named by ``--out`` and a PNG (200 dpi) beside it. ``--partition``
 may be left out when the dataset has a single partition in the table. Output is a pure
@@ -18,6 +20,7 @@ strings in the metadata, fonts shipped with matplotlib, fixed hash salt).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -35,13 +38,14 @@ from persafl.aggregate import (  # noqa: E402
     AggregationError,
     validate_partition_counts,
 )
+from persafl.io import atomic_write_text  # noqa: E402
 from persafl.plotting import (  # noqa: E402
     FigureDataError,
     accuracy_figure,
     partition_figure,
     staleness_figure,
 )
-from persafl.style import PNG_DPI, RC_PARAMS  # noqa: E402
+from persafl.style import PNG_DPI, RC_PARAMS, format_html  # noqa: E402
 
 PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None}
 PNG_METADATA = {"Software": None}
@@ -92,29 +96,84 @@ def _parser() -> argparse.ArgumentParser:
     stale.add_argument("--final", type=Path, required=True)
     stale.add_argument("--dataset", required=True)
     stale.add_argument("--partition")
+    table = sub.add_parser("table", help="table_final.csv as an HTML table (for the report)")
+    table.add_argument("--table", type=Path, required=True)
+    table.add_argument("--out", type=Path, required=True, help="HTML path")
     part = sub.add_parser("partition", help="clients x classes heat map")
     part.add_argument("--counts", type=Path, required=True)
     part.add_argument("--title")
     for p in (acc, stale, part):
         p.add_argument("--out", type=Path, required=True, help="PDF path; PNG written beside")
+        p.add_argument(
+            "--expect",
+            type=json.loads,
+            help='what the table must hold for this config (JSON): {"runs": [[partition, '
+            'method, tau, seed], ...]} or {"clients": N}; the workflow passes it',
+        )
     return parser
 
 
 def build_figure(args: argparse.Namespace) -> Figure:
     """Read the table a subcommand names and build its figure."""
+    expect = args.expect or {}
     if args.figure == "accuracy":
         curves = read_table(args.curves, CURVES_COLUMNS)
+        check_runs(curves, args.dataset, expect.get("runs"), args.curves)
         return accuracy_figure(curves, args.dataset, args.tau, args.partition)
     if args.figure == "staleness":
         final = read_table(args.final, FINAL_COLUMNS)
+        check_runs(final, args.dataset, expect.get("runs"), args.final)
         return staleness_figure(final, args.dataset, args.partition)
     counts = validate_partition_counts(read_table(args.counts, ("client",)), args.counts)
+    clients = expect.get("clients")
+    if clients is not None and len(counts) != clients:
+        raise AggregationError(
+            f"{args.counts} has {len(counts)} clients, this config's partition {clients}: the "
+            f"table comes from another config; remake it with --forcerun partition_table"
+        )
     return partition_figure(counts, args.title)
+
+
+def check_runs(table: pd.DataFrame, dataset: str, expected: list | None, path: Path) -> None:
+    """Refuse a table whose runs of ``dataset`` are not exactly this config's ``expected`` runs
+    (``[partition, method, tau, seed]`` each): a figure is never drawn from another config."""
+    if expected is None:
+        return
+    rows = table[table["dataset"] == dataset]
+    found = {
+        (str(p), str(m), int(t), int(s))
+        for p, m, t, s in rows[["partition", "method", "tau", "seed"]].drop_duplicates().values
+    }
+    wanted = {(str(p), str(m), int(t), int(s)) for p, m, t, s in expected}
+    if found != wanted:
+        extra, missing = sorted(found - wanted), sorted(wanted - found)
+        example = (
+            f"it holds {_run_name(extra[0])}, which this config does not have"
+            if extra
+            else f"it lacks {_run_name(missing[0])}"
+        )
+        raise AggregationError(
+            f"{path} comes from another config ({example}); remake it: snakemake "
+            f"--forcerun {'aggregate_accuracy' if 'tau~' in str(path) else 'aggregate_dataset'}"
+        )
+
+
+def _run_name(key: tuple) -> str:
+    return "partition~{}/method~{}/tau~{}/seed~{}".format(*key)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; see the module docstring."""
     args = _parser().parse_args(argv)
+    if args.figure == "table":
+        try:
+            table = read_table(args.table, ("dataset", "method", "n_seeds", "n_diverged"))
+        except AggregationError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        atomic_write_text(args.out, format_html(table))
+        print(f"wrote {args.out}")
+        return 0
     try:
         fig = build_figure(args)
         pdf_path, png_path = save_figure(fig, args.out)

@@ -246,6 +246,12 @@ def partition_dataset(
         tr, te = stratified_split(indices, labels, test_fraction, generator(seed, "split", client))
         train.append(tr)
         test.append(te)
+    empty = [client for client, tr in enumerate(train) if len(tr) == 0]
+    if empty:  # training would fail on them; say so here, briefly (no list of thousands)
+        raise ValueError(
+            f"{scheme}: {len(empty)} of {num_clients} clients (e.g. client {empty[0]}) get no "
+            f"training samples from {len(labels)} samples; lower num_clients"
+        )
     params = {**scheme_params, "seed": seed, "test_fraction": test_fraction}
     return Partition(train=train, test=test, num_classes=num_classes, scheme=scheme, params=params)
 

@@ -103,6 +103,20 @@ def _majority(rows: pd.DataFrame) -> float:
     return mean_std(rows.groupby("seed")["majority_acc_ca"].mean())[0]
 
 
+def _diverged_label(label: str, diverged: int) -> str:
+    return f"{label} ({diverged} div. left out)" if diverged else label
+
+
+def _without_diverged(runs: pd.DataFrame, label: str) -> tuple[str, pd.DataFrame]:
+    """The legend label (with the count of diverged runs) and the runs that did not diverge
+    (tables aggregated before the ``status`` column have none marked)."""
+    if "status" not in runs.columns:
+        return label, runs
+    diverged = runs["status"] == "diverged"
+    count = runs.loc[diverged, "seed"].nunique()
+    return _diverged_label(label, count), runs[~diverged]
+
+
 def accuracy_figure(
     curves: pd.DataFrame, dataset: str, tau: int, partition: str | None = None
 ) -> Figure:
@@ -123,18 +137,16 @@ def accuracy_figure(
         fig = Figure(figsize=(SINGLE_COLUMN_WIDTH, 3.0), layout="tight")
         ax = fig.add_subplot()
         for method in methods:
-            stats = (
-                at_tau[at_tau["method"] == method]
-                .groupby("update")["headline_acc"]
-                .agg(["mean", "min", "max"])
-            )
+            runs = at_tau[at_tau["method"] == method]
+            label, runs = _without_diverged(runs, method_label(method))
+            stats = runs.groupby("update")["headline_acc"].agg(["mean", "min", "max"])
             color, gid = method_color(method), f"method:{method}"
             x = stats.index.to_numpy(dtype=float)
             band = ax.fill_between(
                 x, 100 * stats["min"], 100 * stats["max"], color=color, alpha=BAND_ALPHA, lw=0
             )
             band.set_gid(gid)
-            ax.plot(x, 100 * stats["mean"], color=color, label=method_label(method), gid=gid)
+            ax.plot(x, 100 * stats["mean"], color=color, label=label, gid=gid)
         local = rows[rows["method"] == "local"]
         if not local.empty:
             local = local[local["tau"] == tau] if (local["tau"] == tau).any() else local
@@ -182,7 +194,7 @@ def staleness_figure(final: pd.DataFrame, dataset: str, partition: str | None = 
                 marker=method_marker(method),
                 capsize=2,
                 elinewidth=0.8,
-                label=method_label(method),
+                label=_diverged_label(method_label(method), int(sel["n_diverged"].sum())),
             )
             for artist in container.get_children():
                 artist.set_gid(gid)

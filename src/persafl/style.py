@@ -189,3 +189,25 @@ def format_latex(table: pd.DataFrame) -> str:
     lines += [" & ".join(map(_latex_escape, row)) + r" \\" for row in _display_rows(table)]
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
+
+
+def format_html(table: pd.DataFrame) -> str:
+    """The final table as a small HTML page (what the Snakemake report shows inline)."""
+    from html import escape
+
+    def cells(tag: str, row: list[str]) -> str:
+        return "<tr>" + "".join(f"<{tag}>{escape(c)}</{tag}>" for c in row) + "</tr>"
+
+    body = "\n".join(cells("td", row) for row in _display_rows(table))
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>table_final</title>\n'
+        "<style>table{border-collapse:collapse;font-family:sans-serif;font-size:13px}"
+        "td,th{border-bottom:1px solid #ccc;padding:2px 8px}td:nth-child(n+4){text-align:right}"
+        "</style></head><body>\n<table>\n"
+        + cells("th", _DISPLAY_HEADER)
+        + "\n"
+        + body
+        + "\n</table>\n<p>Accuracy: personalized (client-averaged) test accuracy; A-FL: global. "
+        "Mean ± std over seeds; diverged runs are left out and counted (div.). Local: method "
+        "<code>local</code>; Majority: majority-class baseline.</p>\n</body></html>\n"
+    )

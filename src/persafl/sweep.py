@@ -46,10 +46,12 @@ __all__ = [
     "partition_run_config",
     "run_config",
     "run_dir",
+    "run_files",
     "run_keys",
 ]
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+RUN_FILES = ("metrics.csv", "clients.csv", "summary.json")  # persafl.run_files writes them
 LOCAL = "local"  # the method that ignores staleness: run at bound 0 only
 # Datasets fetched into data_root before training (synthetic is generated in memory).
 FETCHED = ("mnist", "fashion_mnist", "cifar10")
@@ -118,9 +120,13 @@ def load_sweep_config(
 ) -> dict[str, Any]:
     """Merge the YAML files in order (later wins), then ``overrides``; validate; return."""
     cfg: dict[str, Any] = {}
+    from persafl.config import ConfigError, read_yaml
+
     for path in paths:
-        text = Path(path).read_text()
-        loaded = yaml.safe_load(text) or {}
+        try:
+            loaded = read_yaml(path, "sweep config") or {}
+        except ConfigError as err:
+            raise SweepError(str(err)) from None
         if not isinstance(loaded, dict):
             raise SweepError(f"{path}: expected a mapping at the top level, got {loaded!r}")
         cfg = deep_merge(cfg, loaded)
@@ -130,6 +136,12 @@ def load_sweep_config(
 
 def check_sweep(cfg: Mapping[str, Any]) -> None:
     """Consistency checks the schema cannot express."""
+    from persafl.config import ConfigError, reject_non_finite
+
+    try:
+        reject_non_finite(cfg, "sweep config")
+    except ConfigError as err:
+        raise SweepError(str(err)) from None
     if not datasets(cfg):
         raise SweepError(
             "sweep config: no data set is enabled; set datasets.<name>.enabled: true for one"
@@ -140,13 +152,20 @@ def check_sweep(cfg: Mapping[str, Any]) -> None:
             f"sweep config key 'figures.accuracy_tau': got {tau}, expected one of "
             f"staleness_bounds {cfg['staleness_bounds']}"
         )
+    from persafl.feasibility import check_partition
+
     for name in datasets(cfg):
-        for pname in cfg["datasets"][name]["partitions"]:
+        ds = cfg["datasets"][name]
+        for pname, part in ds["partitions"].items():
             if "~" in pname or "/" in pname:
                 raise SweepError(
                     f"sweep config key 'datasets.{name}.partitions.{pname}': "
                     "partition names may not contain '~' or '/'"
                 )
+            try:
+                check_partition(name, ds.get("params") or {}, pname, part)
+            except ValueError as err:
+                raise SweepError(f"sweep config: {err}") from None
 
 
 # ---- the grid ------------------------------------------------------------------------------
@@ -236,6 +255,11 @@ def run_dir(key: RunKey, root: str = "results/runs") -> str:
     )
 
 
+def run_files(key: RunKey, root: str = "results/runs") -> list[str]:
+    """The files a finished run leaves (summary.json last): what aggregation reads."""
+    return [f"{run_dir(key, root)}/{name}" for name in RUN_FILES]
+
+
 def partition_dir(dataset: str, partition: str, seed: int, root: str = "results/partitions") -> str:
     """``results/partitions/dataset~D/partition~P/seed~S``."""
     return f"{root}/dataset~{dataset}/partition~{partition}/seed~{seed}"
@@ -308,6 +332,8 @@ def run_config(
         "eval": {"every": ds["eval_every"]},
         "backend": cfg["backend"],
         "device": cfg["device"],
+        # the last bits of a result depend on the thread count: it is part of the run's identity
+        "threads": int((ds.get("resources") or {}).get("threads", 1)),
     }
 
 

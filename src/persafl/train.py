@@ -1,4 +1,7 @@
-"""One training run: ``python -m persafl.train --config run.yaml --out DIR [--partition FILE]``.
+"""One training run: ``python -m persafl.train --config run.yaml --out DIR [--partition FILE]``,
+or one run of a sweep config without writing its run config: ``python -m persafl.train --sweep
+config/test.yaml --dataset synthetic --method persafl_me --tau 4 --seed 0 [--partition NAME]
+--out DIR``.
 
 Builds the data set, the partition (from the config, or the saved ``--partition`` file the
 workflow passes), the model, the method and the schedule trace, replays the trace
@@ -24,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from persafl import __version__
 from persafl.config import ConfigError, load_run_config
 from persafl.engine.evaluate import METRIC_COLUMNS
 from persafl.engine.executor import ROW_PREFIX, RunResult
-from persafl.io import atomic_write_csv, atomic_write_json
+from persafl.run_files import write_run_outputs
 
 log = logging.getLogger("persafl.train")
 
@@ -125,12 +129,10 @@ def _reporter(out: Path, num_updates: int, named: bool) -> Any:
 
 
 def _write(run: Any, result: RunResult, group_wall: float, group_size: int) -> None:
-    """The run's files, ``summary.json`` last (atomically)."""
+    """The run's files, ``summary.json`` last (atomically, with the CSVs' checksums)."""
     import torch
 
     out, config = run.out, run.config
-    atomic_write_csv(out / "metrics.csv", result.rows, METRICS_COLUMNS)
-    atomic_write_csv(out / "clients.csv", _client_rows(run.partition, result), CLIENT_COLUMNS)
     summary = {
         "status": result.status,
         "message": result.message,
@@ -143,6 +145,7 @@ def _write(run: Any, result: RunResult, group_wall: float, group_size: int) -> N
             "persafl": __version__,
         },
         "device": run.device,
+        "threads": torch.get_num_threads(),
         "git_commit": git_commit(),
         "wall_seconds": group_wall / group_size,
         "group": {"runs": group_size, "wall_seconds": group_wall},
@@ -150,7 +153,38 @@ def _write(run: Any, result: RunResult, group_wall: float, group_size: int) -> N
         "trace": run.trace.summary(),
         "updates_applied": result.updates_applied,
     }
-    atomic_write_json(out / "summary.json", summary)
+    write_run_outputs(
+        out,
+        result.rows,
+        _client_rows(run.partition, result),
+        summary,
+        metrics_columns=METRICS_COLUMNS,
+        client_columns=CLIENT_COLUMNS,
+    )
+
+
+def config_from_sweep(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The resolved run config of one run of the sweep config ``path`` (as the workflow
+    resolves it: persafl.sweep.run_config), named by ``args``' dataset, partition, method, tau
+    and seed; a missing name or a run outside the sweep is a ConfigError of one line."""
+    from persafl import sweep
+    from persafl.config import resolve_run_config
+
+    missing = [f"--{n}" for n in ("dataset", "method", "tau", "seed") if getattr(args, n) is None]
+    if missing:
+        raise ConfigError(f"--sweep {path}: also give {', '.join(missing)} (which run to train)")
+    try:
+        cfg = sweep.load_sweep_config([path])
+        if args.dataset not in sweep.datasets(cfg):
+            raise sweep.SweepError(
+                f"data set {args.dataset!r} is not enabled in the sweep; enabled: "
+                f"{sweep.datasets(cfg)}"
+            )
+        partition = args.partition or next(iter(cfg["datasets"][args.dataset]["partitions"]))
+        run = sweep.run_config(cfg, args.dataset, partition, args.method, args.tau, args.seed)
+    except sweep.SweepError as err:
+        raise ConfigError(f"--sweep {path}: {err}") from None
+    return resolve_run_config(run)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,27 +194,50 @@ def main(argv: list[str] | None = None) -> int:
     per run) to train a group of runs in one process with their client jobs stacked.
     """
     parser = argparse.ArgumentParser(prog="python -m persafl.train", description=__doc__)
-    parser.add_argument(
-        "--config", required=True, type=Path, action="append", help="run config (YAML)"
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--config", type=Path, action="append", help="run config (YAML); repeat for a group"
     )
-    parser.add_argument("--out", required=True, type=Path, action="append", help="output folder")
+    source.add_argument(
+        "--sweep",
+        type=Path,
+        help="sweep config (config/*.yaml): train its run named by --dataset, --method, --tau, "
+        "--seed and --partition NAME (default: the data set's first partition)",
+    )
     parser.add_argument(
-        "--partition", type=Path, action="append", help="saved partition .npz to use"
+        "--out", required=True, type=Path, action="append", help="output folder (one per run)"
+    )
+    parser.add_argument(
+        "--partition",
+        action="append",
+        help="with --config: a saved partition .npz to use (one per run); with --sweep: the "
+        "partition's name",
+    )
+    for name, kind in (("--dataset", str), ("--method", str), ("--tau", int), ("--seed", int)):
+        parser.add_argument(name, type=kind, help="with --sweep: which run of the sweep")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="show a progress bar (default: when stderr is a terminal)",
     )
     parser.add_argument(
         "--threads",
         type=int,
-        default=int(os.environ["PERSAFL_THREADS"]) if "PERSAFL_THREADS" in os.environ else None,
-        help="torch CPU threads (default: $PERSAFL_THREADS, else torch's default)",
+        help="torch CPU threads, overriding the run config's 'threads' (default 1): results "
+        "differ in the last bits between thread counts",
     )
     args = parser.parse_args(argv)
-    partitions = args.partition or [None] * len(args.config)
-    if not len(args.config) == len(args.out) == len(partitions):
+    configs = args.config or [args.sweep]
+    partitions = args.partition or [None] * len(configs)
+    if args.sweep is not None and (len(args.out) > 1 or len(partitions) > 1):
+        parser.error("--sweep trains one run: give one --out (and at most one --partition)")
+    if args.config and not len(args.config) == len(args.out) == len(partitions):
         parser.error(
             f"got {len(args.config)} --config, {len(args.out)} --out and "
             f"{len(args.partition or [])} --partition: give one --out (and one --partition, "
             "if any) per --config, in the same order"
         )
+    source = configs[0] if len(configs) == 1 else f"group of {len(configs)} runs"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     # Deterministic cuBLAS needs this before CUDA starts (harmless on CPU).
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -188,27 +245,44 @@ def main(argv: list[str] | None = None) -> int:
 
     # warn_only: an op without a deterministic kernel warns instead of failing the run.
     torch.use_deterministic_algorithms(True, warn_only=True)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads: got {args.threads}, expected an integer >= 1")
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads: got {args.threads}, expected an integer >= 1")
     from persafl.data import DataError
 
-    current = args.config[0]
     try:
-        runs = []
-        for current, out, partition in zip(args.config, args.out, partitions, strict=True):
-            runs.append((load_run_config(current), out, partition))
-        current = args.config[0] if len(runs) == 1 else "group"
-        results = train_group(runs, progress=sys.stderr.isatty())
+        if args.sweep is not None:
+            one = argparse.Namespace(**{**vars(args), "partition": (args.partition or [None])[0]})
+            runs = [(config_from_sweep(args.sweep, one), args.out[0], None)]
+        else:
+            runs = []
+            for current, out, partition in zip(args.config, args.out, partitions, strict=True):
+                path = Path(partition) if partition else None
+                runs.append((load_run_config(current), out, path))
+        # one thread count for the group: part of each run's identity (summary.json)
+        threads = args.threads if args.threads is not None else runs[0][0]["threads"]
+        for config, _, _ in runs:
+            config["threads"] = threads
+        torch.set_num_threads(threads)
+        progress = sys.stderr.isatty() if args.progress is None else args.progress
+        # log lines go through tqdm.write, above the bar, instead of into it
+        with logging_redirect_tqdm():
+            results = train_group(runs, progress=progress)
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except ValueError as err:  # parameters checked by the data/partition/model builders
-        print(f"error: {current}: {err}", file=sys.stderr)
+        print(f"error: {source}: {err}", file=sys.stderr)
         return 1
-    for (_, out, _), result, path in zip(runs, results, args.config, strict=True):
-        log.info("%s: %s -> %s", result.status, path, out)
+    except OSError as err:  # --out: the run's files cannot be written there
+        where = err.filename or args.out[0]
+        print(
+            f"error: cannot write the run into --out {where} ({err.strerror}); "
+            "give a writable folder",
+            file=sys.stderr,
+        )
+        return 1
+    for (_, out, _), result in zip(runs, results, strict=True):
+        log.info("%s: %s -> %s", result.status, source, out)
     return 0
 
 

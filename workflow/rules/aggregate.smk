@@ -4,6 +4,31 @@
 # for the heat map; results/tables/ holds the tables of the whole sweep.
 
 
+onsuccess:
+    # diverged runs are results, not failures: say so at the end instead of exiting silently
+    divergence_warning()
+
+
+# One cell: the runs of one (dataset, partition, method, tau) over the seeds. The tables below
+# merge cells (--tables), so no job lists, or prints, every run of the sweep.
+rule aggregate_cell:
+    input:
+        cell_runs,
+    output:
+        curves="results/tables/cells/dataset~{dataset}/partition~{partition}/method~{method}/tau~{tau}/curves.csv",
+        final="results/tables/cells/dataset~{dataset}/partition~{partition}/method~{method}/tau~{tau}/final.csv",
+    log:
+        "results/logs/aggregate/cells/dataset~{dataset}/partition~{partition}/method~{method}/tau~{tau}.log",
+    params:
+        out_dir="results/tables/cells/dataset~{dataset}/partition~{partition}/method~{method}/tau~{tau}",
+        fail=FAIL_ON_DIVERGENCE,
+    conda:
+        ENV
+    shell:
+        "python -m persafl.aggregate --runs {input} --out-dir {params.out_dir}"
+        " --runs-tables-only {params.fail} > {log} 2>&1"
+
+
 rule aggregate_accuracy:
     input:
         accuracy_runs,
@@ -14,6 +39,7 @@ rule aggregate_accuracy:
         "results/logs/aggregate/dataset~{dataset}/tau~{tau}.log",
     params:
         out_dir="results/tables/dataset~{dataset}/tau~{tau}",
+        fail=FAIL_ON_DIVERGENCE,
     threads: 1
     resources:
         mem_mb=2000,
@@ -21,7 +47,8 @@ rule aggregate_accuracy:
     conda:
         ENV
     shell:
-        "python -m persafl.aggregate --runs {input} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m persafl.aggregate --tables {input} --out-dir {params.out_dir} {params.fail}"
+        " > {log} 2>&1"
 
 
 rule aggregate_dataset:
@@ -34,6 +61,7 @@ rule aggregate_dataset:
         "results/logs/aggregate/dataset~{dataset}.log",
     params:
         out_dir="results/tables/dataset~{dataset}",
+        fail=FAIL_ON_DIVERGENCE,
     threads: 1
     resources:
         mem_mb=2000,
@@ -41,7 +69,8 @@ rule aggregate_dataset:
     conda:
         ENV
     shell:
-        "python -m persafl.aggregate --runs {input} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m persafl.aggregate --tables {input} --out-dir {params.out_dir} {params.fail}"
+        " > {log} 2>&1"
 
 
 rule aggregate_all:
@@ -53,6 +82,8 @@ rule aggregate_all:
         table=multiext("results/tables/table_final", ".csv", ".md", ".tex"),
     log:
         "results/logs/aggregate/all.log",
+    params:
+        fail=FAIL_ON_DIVERGENCE,
     threads: 1
     resources:
         mem_mb=4000,
@@ -60,7 +91,8 @@ rule aggregate_all:
     conda:
         ENV
     shell:
-        "python -m persafl.aggregate --runs {input} --out-dir results/tables > {log} 2>&1"
+        "python -m persafl.aggregate --tables {input} --out-dir results/tables {params.fail}"
+        " > {log} 2>&1"
 
 
 # The heat map's table is a copy of the partition CLI's partition_counts.csv (its format is

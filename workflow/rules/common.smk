@@ -3,12 +3,13 @@
 import json
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from persafl import manifest, resources, sweep
+from persafl import locks, manifest, resources, sweep
 
 validate(config, "../schemas/config.schema.yaml")
 try:
@@ -16,9 +17,16 @@ try:
 except sweep.SweepError as err:
     raise WorkflowError(f"persafl: {err}") from None
 
+# snakemake's lock message advises --unlock, which breaks a run still going: say so first
+# (not in jobs that snakemake itself starts with --nolock).
+if "--unlock" in sys.argv and locks.unlock_refusal(os.getcwd()):
+    raise WorkflowError(locks.unlock_refusal(os.getcwd()))
+if "--nolock" not in sys.argv and "--unlock" not in sys.argv and locks.lock_warning(os.getcwd()):
+    print(locks.lock_warning(os.getcwd()), file=sys.stderr)
+
 REPO = Path(workflow.basedir).resolve()  # basedir: the folder of the Snakefile
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
-ENV = "../../envs/persafl.yaml"
+ENV = "../envs/persafl.yaml"  # relative to workflow/rules/
 ACCURACY_TAU = config["figures"]["accuracy_tau"]
 DATASETS = sweep.datasets(config)
 FETCHED = [d for d in DATASETS if d in ("mnist", "fashion_mnist")]  # persafl.data.fetch's sets
@@ -41,6 +49,16 @@ def _sweep_args():
 
 
 SWEEP_ARGS = _sweep_args()
+FAIL_ON_DIVERGENCE = "--fail-on-divergence" if config["fail_on_divergence"] else ""
+
+
+def divergence_warning():
+    """Print which of this config's finished runs diverged (the workflow's onsuccess)."""
+    from persafl.aggregate_cli import divergence_summary
+
+    text = divergence_summary(f"{sweep.run_dir(k)}/summary.json" for k in sweep.run_keys(config))
+    if text:
+        print(text, file=sys.stderr)
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
@@ -53,8 +71,10 @@ wildcard_constraints:
 # ---- paths ------------------------------------------------------------------------------
 
 
-def summary_paths(keys):
-    return [f"{sweep.run_dir(k)}/summary.json" for k in keys]
+def run_files(keys):
+    """Every file of each run that aggregation reads (it verifies the CSVs against the
+    checksums in summary.json), so a changed or missing CSV reruns aggregation."""
+    return [path for k in keys for path in sweep.run_files(k)]
 
 
 def figure_partition(dataset):
@@ -68,11 +88,14 @@ def paper_figures():
 
 
 def all_outputs():
-    """Every run's summary, then the figures: the committed figures and tables exist in a fresh
-    checkout, so without the runs as targets snakemake would take them as up to date and train
-    nothing; with them, missing runs train and everything downstream is redrawn."""
-    runs = [f"{sweep.run_dir(key)}/summary.json" for key in sweep.run_keys(config)]
-    return runs + paper_figures() + ["paper_figures/manifest.json"]
+    """Every cell table (the runs of one dataset, partition, method and tau over the seeds),
+    then the figures: the committed figures and tables exist in a fresh checkout, so without
+    targets outside them snakemake would take them as up to date and train nothing; the cell
+    tables are not committed, so their runs train and everything downstream is redrawn. (Cells
+    rather than runs: `all` then lists a few dozen files, not every run's.)"""
+    cells = list(dict.fromkeys(f"{cell_dir(key)}/final.csv" for key in sweep.run_keys(config)))
+    report_only = ["results/report/table_final.html"]  # the final table, shown in the report
+    return cells + paper_figures() + ["paper_figures/manifest.json"] + report_only
 
 
 # ---- input functions --------------------------------------------------------------------
@@ -129,17 +152,43 @@ def train_resource(name):
     return get
 
 
+CELLS = "results/tables/cells"
+
+
+def cell_dir(key):
+    """The folder of a run's cell table: its runs over the seeds (aggregate_cell)."""
+    parts = [f"dataset~{key.dataset}", f"partition~{key.partition}", f"method~{key.method}",
+             f"tau~{key.tau}"]
+    return "/".join([CELLS, *parts])
+
+
+def cell_tables(keys):
+    """The cell tables holding these runs: a few per data set, so no job lists every run."""
+    return [f"{d}/{name}" for d in dict.fromkeys(cell_dir(k) for k in keys)
+            for name in ("curves.csv", "final.csv")]
+
+
+def cell_runs(wildcards):
+    """The run files of one cell (aggregate_cell's input)."""
+    keys = [k for k in sweep.run_keys(config, dataset=wildcards.dataset, tau=int(wildcards.tau))
+            if k.partition == wildcards.partition and k.method == wildcards.method
+            and k.tau == int(wildcards.tau)]
+    return run_files(keys)
+
+
 def dataset_runs(wildcards):
-    return summary_paths(sweep.run_keys(config, dataset=wildcards.dataset))
+    return cell_tables(sweep.run_keys(config, dataset=wildcards.dataset))
 
 
 def accuracy_runs(wildcards):
-    return summary_paths(sweep.run_keys(config, dataset=wildcards.dataset,
-                                        tau=int(wildcards.tau)))
+    return cell_tables(sweep.run_keys(config, dataset=wildcards.dataset,
+                                      tau=int(wildcards.tau)))
 
 
 def all_runs(wildcards):
-    return summary_paths(sweep.run_keys(config))
+    """The per data set tables (aggregate_all merges them)."""
+    return [f"results/tables/dataset~{d}/{name}" for d in DATASETS
+            for name in ("curves.csv", "final.csv")]
 
 
 def partition_counts_of(wildcards):
@@ -150,6 +199,23 @@ def partition_counts_of(wildcards):
 
 def accuracy_curves(wildcards):
     return f"results/tables/dataset~{wildcards.dataset}/tau~{ACCURACY_TAU}/curves.csv"
+
+
+def expected_accuracy_runs(wildcards):
+    """What an accuracy figure's table must hold (persafl.figures --expect): its runs."""
+    keys = sweep.run_keys(config, dataset=wildcards.dataset, tau=ACCURACY_TAU)
+    return json.dumps({"runs": [[k.partition, k.method, k.tau, k.seed] for k in keys]})
+
+
+def expected_dataset_runs(wildcards):
+    keys = sweep.run_keys(config, dataset=wildcards.dataset)
+    return json.dumps({"runs": [[k.partition, k.method, k.tau, k.seed] for k in keys]})
+
+
+def expected_clients(wildcards):
+    """What a partition heat map's table must hold: the figure partition's client count."""
+    part = config["datasets"][wildcards.dataset]["partitions"][figure_partition(wildcards.dataset)]
+    return json.dumps({"clients": part["num_clients"]})
 
 
 def partition_of(wildcards):

@@ -14,6 +14,7 @@ rule fig_accuracy:
     params:
         tau=ACCURACY_TAU,
         partition=partition_of,
+        expect=expected_accuracy_runs,
     threads: 1
     resources:
         mem_mb=2000,
@@ -22,7 +23,8 @@ rule fig_accuracy:
         ENV
     shell:
         "python -m persafl.figures accuracy --curves {input} --dataset {wildcards.dataset}"
-        " --tau {params.tau} --partition {params.partition} --out {output.pdf} > {log} 2>&1"
+        " --tau {params.tau} --partition {params.partition} --out {output.pdf}"
+        " --expect {params.expect:q} > {log} 2>&1"
 
 
 rule fig_staleness:
@@ -35,6 +37,7 @@ rule fig_staleness:
         "results/logs/figures/fig_staleness_{dataset}.log",
     params:
         partition=partition_of,
+        expect=expected_dataset_runs,
     threads: 1
     resources:
         mem_mb=2000,
@@ -43,7 +46,8 @@ rule fig_staleness:
         ENV
     shell:
         "python -m persafl.figures staleness --final {input} --dataset {wildcards.dataset}"
-        " --partition {params.partition} --out {output.pdf} > {log} 2>&1"
+        " --partition {params.partition} --out {output.pdf} --expect {params.expect:q}"
+        " > {log} 2>&1"
 
 
 rule fig_partition:
@@ -54,6 +58,8 @@ rule fig_partition:
         png="paper_figures/fig_partition_{dataset}.png",
     log:
         "results/logs/figures/fig_partition_{dataset}.log",
+    params:
+        expect=expected_clients,
     threads: 1
     resources:
         mem_mb=2000,
@@ -61,14 +67,15 @@ rule fig_partition:
     conda:
         ENV
     shell:
-        "python -m persafl.figures partition --counts {input} --out {output.pdf} > {log} 2>&1"
+        "python -m persafl.figures partition --counts {input} --out {output.pdf}"
+        " --expect {params.expect:q} > {log} 2>&1"
 
 
 rule copy_table:
     input:
         "results/tables/table_final.{ext}",
     output:
-        report("paper_figures/table_final.{ext}", caption="../report/table_final.rst", category="Tables"),
+        "paper_figures/table_final.{ext}",
     log:
         "results/logs/figures/table_final_{ext}.log",
     wildcard_constraints:
@@ -77,6 +84,20 @@ rule copy_table:
         ENV
     shell:
         "cp {input} {output} > {log} 2>&1"
+
+
+# The report shows the final table inline as HTML (a .csv, .md or .tex would be a download).
+rule report_table:
+    input:
+        "results/tables/table_final.csv",
+    output:
+        report("results/report/table_final.html", caption="../report/table_final.rst", category="Tables"),
+    log:
+        "results/logs/figures/report_table.log",
+    conda:
+        ENV
+    shell:
+        "python -m persafl.figures table --table {input} --out {output} > {log} 2>&1"
 
 
 rule manifest:

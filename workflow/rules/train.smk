@@ -50,4 +50,4 @@ for group in sweep.group_keys(config):
         conda:
             ENV
         shell:
-            "python -m persafl.train {params.runs} --threads {threads} > {log} 2>&1"
+            "python -m persafl.train {params.runs} > {log} 2>&1"

@@ -24,6 +24,8 @@ def load_dataset(name: str, root: str | Path, **params: object) -> Dataset:
     - ``mnist``, ``fashion_mnist``, ``cifar10``: ``download=True`` (False: only files already
       under root are used).
     """
+    if name not in DATASETS:  # before its parameters: they mean nothing for an unknown set
+        raise ValueError(f"unknown data set {name!r}; expected one of {list(DATASETS)}")
     # Imported here so that `synthetic` runs without importing torchvision.
     if name == "synthetic":
         from persafl.data.synthetic import load_synthetic
