@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path("results/benchmarks"))
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     parser.add_argument("--resources", type=Path, help="write the measured group table here")
+    parser.add_argument(
+        "--runs", type=Path, help="also report evaluation's share of training (results/runs)"
+    )
     parser.add_argument("--config", type=Path, nargs="+", help="sweep config(s) of the run")
     args = parser.parse_args(argv)
     if args.resources and not args.config:
@@ -75,7 +78,36 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(text)
     if args.resources:
         write_resources(frame, args.resources, args.config)
+    if args.runs:
+        share = eval_share(args.runs)
+        print(share.to_markdown(index=False) if _has_tabulate() else share.to_string(index=False))
     return 0
+
+
+def eval_share(root: Path) -> pd.DataFrame:
+    """Per data set and method: evaluation's share of the training wall time, from every
+    run's summary.json (``eval_seconds`` over the run's share of its group's wall time)."""
+    import json
+
+    rows = []
+    for path in sorted(root.rglob("summary.json")):
+        summary = json.loads(path.read_text())
+        if "eval_seconds" not in summary:
+            continue
+        rel = dict(KEY.findall(str(path.relative_to(root))))
+        rows.append(
+            {
+                "dataset": rel.get("dataset"),
+                "method": rel.get("method"),
+                "eval_s": summary["eval_seconds"],
+                "wall_s": summary["wall_seconds"],
+            }
+        )
+    if not rows:
+        raise ValueError(f"{root}: no summary.json with eval_seconds")
+    frame = pd.DataFrame(rows).groupby(["dataset", "method"]).sum().reset_index()
+    frame["eval_share_%"] = (100 * frame["eval_s"] / frame["wall_s"]).round(1)
+    return frame.round(1)
 
 
 def write_resources(frame: pd.DataFrame, path: Path, configs: list[Path]) -> None:

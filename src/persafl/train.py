@@ -149,6 +149,7 @@ def _write(run: Any, result: RunResult, group_wall: float, group_size: int) -> N
         "git_commit": git_commit(),
         "wall_seconds": group_wall / group_size,
         "group": {"runs": group_size, "wall_seconds": group_wall},
+        "eval_seconds": result.eval_seconds,
         "final": result.rows[-1] if result.rows else {},
         "trace": run.trace.summary(),
         "updates_applied": result.updates_applied,

@@ -28,6 +28,7 @@ the schedule are not counted here; ``trace.jobs_started`` gives their number).
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,7 @@ class RunResult:
     updates_applied: int = 0
     grad_evals: int = 0
     compute_calls: int = 0  # local_update calls (stacked or not): shows how much was batched
+    eval_seconds: float = 0.0  # wall time spent evaluating (its share of a run is reported)
 
 
 class _Stop(Exception):
@@ -344,7 +346,14 @@ class Replay:
 
     # ----- evaluation -----
     def _evaluate(self, u: int) -> None:
-        """Evaluate after ``u`` updates and append a metrics row."""
+        """Evaluate after ``u`` updates and append a metrics row (timed)."""
+        started = time.perf_counter()
+        try:
+            self._evaluate_untimed(u)
+        finally:
+            self.result.eval_seconds += time.perf_counter() - started
+
+    def _evaluate_untimed(self, u: int) -> None:
         if self.local:
             evaluation = self.evaluator.evaluate(u, None, stack(self.own))
         else:
