@@ -1,4 +1,4 @@
-"""Speed against PFLlib (github.com/TsingZ0/PFLlib): Per-FedAvg and pFedMe, MNIST, 20 clients.
+"""Speed against PFLlib (github.com/TsingZ0/PFLlib): FedAvg, Per-FedAvg, pFedMe; MNIST, 20 clients.
 
 Runs the user's PFLlib checkout unmodified (``system/main.py``, in a separate Python given by
 ``--pfllib-python``) and then our engine (``engine.executor.run``, barrier schedule = synchronous
@@ -7,10 +7,17 @@ rounds with full participation, both backends) on the SAME partition: PFLlib's s
 to [-1, 1]), read from its ``train/<i>.npz`` / ``test/<i>.npz`` files into persafl's
 ``Dataset`` + ``Partition``. Nothing of PFLlib is copied or built here.
 
-Mapping (PFLlib flag -> ours), model FedAvgCNN conv32-conv64-fc512-fc10 = our ``cnn``:
-- common: ``-m CNN -nc 20 -jr 1 -lbs 20 -lr 0.005 -ls 1 -dev cpu``; ``-eg`` beyond the last
+Models (``--model``): PFLlib's ``-m CNN`` (FedAvgCNN conv32-conv64-fc512-fc10) = our ``cnn``,
+and PFLlib's ``-m DNN`` on MNIST (fc 784-100 + ReLU + fc 100-10, pFedMe's MLP) = our ``mlp``
+(hidden 100; PFLlib's DNN ends in log_softmax before its CrossEntropyLoss, a second
+normalization that changes nothing of the cost, none of the arithmetic shapes).
+
+Mapping (PFLlib flag -> ours):
+- common: ``-m CNN|DNN -nc 20 -jr 1 -lbs 20 -lr 0.005 -ls 1 -dev cpu``; ``-eg`` beyond the last
   round so PFLlib evaluates only in round 0, which is excluded from its timing (we subtract our
   one evaluation likewise).
+- FedAvg: PFLlib ``-algo FedAvg``: floor(n_i / 20) SGD steps of 1 gradient per round. Ours:
+  ``afl`` with server_lr 1 (in barrier rounds with full participation this is FedAvg).
 - Per-FedAvg: PFLlib ``-algo PerAvg`` is the first-order variant (grad on batch 1, SGD step,
   grad on batch 2 at the adapted point, applied to the restored model) with alpha = beta = lr;
   its server calls ``client.train()`` twice per round, each one epoch over batches of 2B, so a
@@ -28,8 +35,10 @@ Mapping (PFLlib flag -> ours), model FedAvgCNN conv32-conv64-fc512-fc10 = our ``
 ``dataset/MNIST_persafl_f<f>`` inside the checkout, same npz format), to fit a slow machine.
 
 Usage: python benchmarks/bench_pfllib.py --pfllib /path/to/PFLlib
-       [--pfllib-python /path/to/venv/bin/python] [--rounds 2] [--threads 2] [--fraction 1.0]
-Writes benchmarks/results/pfllib.{md,csv}.
+       [--pfllib-python /path/to/venv/bin/python] [--model cnn|mlp|both] [--rounds 2]
+       [--threads 2] [--fraction 1.0] [--algorithms FedAvg PerAvg pFedMe]
+Writes benchmarks/results/pfllib.{md,csv}; rows of a (model, algorithm) not run this time are
+kept from the previous csv with their own date.
 """
 
 from __future__ import annotations
@@ -47,6 +56,13 @@ import time
 from pathlib import Path
 
 CLIENTS, BATCH, LR = 20, 20, 0.005
+ALGORITHMS = ("FedAvg", "PerAvg", "pFedMe")
+PFLLIB_MODEL = {"cnn": "CNN", "mlp": "DNN"}
+OURS = {
+    "FedAvg": ["afl"],
+    "PerAvg": ["persafl_maml_fo", "persafl_maml_hf"],
+    "pFedMe": ["persafl_me"],
+}
 PFEDME = {"personal_lr": 0.01, "moreau_lambda": 15.0, "inner_steps": 5, "weight_decay": 0.001}
 LAUNCH = (
     "import sys, runpy, torch; torch.set_num_threads(int(sys.argv[1])); "
@@ -58,6 +74,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pfllib", type=Path, required=True, help="PFLlib checkout")
     parser.add_argument("--pfllib-python", default=sys.executable, help="Python with its deps")
+    parser.add_argument("--model", choices=("cnn", "mlp", "both"), default="both")
+    parser.add_argument(
+        "--algorithms", nargs="+", choices=ALGORITHMS, default=list(ALGORITHMS), metavar="ALGO"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds (after round 0)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--fraction", type=float, default=1.0, help="share of each client's data")
@@ -107,14 +127,18 @@ def steps_per_round(root: Path, name: str) -> dict[str, int]:
         len(read_client(root / "dataset" / name / "train" / f"{i}.npz")[1]) for i in range(CLIENTS)
     ]
     return {
+        "FedAvg": sum(n // BATCH for n in sizes),
         "PerAvg": sum(2 * (n // (2 * BATCH)) for n in sizes),  # train() twice, batches of 2B
         "pFedMe": sum(n // BATCH for n in sizes),
     }
 
 
-def run_pfllib(args: argparse.Namespace, name: str, algo: str) -> tuple[list[float], str]:
+def run_pfllib(
+    args: argparse.Namespace, name: str, algo: str, model_name: str
+) -> tuple[list[float], str]:
     """Run PFLlib's main.py; per-round wall times (its own 'time cost' lines) and the log."""
-    flags = ["-data", name, "-m", "CNN", "-algo", algo, "-gr", str(args.rounds), "-jr", "1"]
+    flags = ["-data", name, "-m", PFLLIB_MODEL[model_name], "-algo", algo]
+    flags += ["-gr", str(args.rounds), "-jr", "1"]
     flags += ["-nc", str(CLIENTS), "-lbs", str(BATCH), "-lr", str(LR), "-ls", "1"]
     flags += ["-dev", "cpu", "-eg", str(args.rounds + 1000)]
     if algo == "pFedMe":
@@ -154,7 +178,7 @@ def load_partition(root: Path, name: str):
     return data, Partition(train, test, 10, "pfllib", {"source": f"PFLlib dataset/{name}"})
 
 
-def run_ours(data, partition, method_name: str, q: int, rounds: int, backend: str):
+def run_ours(data, partition, model_name: str, method_name: str, q: int, rounds: int, backend: str):
     """Seconds per round of our barrier engine, evaluation excluded, and the run status.
 
     A one-round, one-step run first warms up (first-call costs of vmap/grad); the timed run
@@ -174,7 +198,7 @@ def run_ours(data, partition, method_name: str, q: int, rounds: int, backend: st
     else:
         hp["personal_lr"] = LR  # PFLlib's PerAvg: alpha = beta = lr
     hp = methods.resolve_hp(method, hp)
-    model = build_model("cnn", (1, 28, 28), 10)
+    model = build_model(model_name, (1, 28, 28), 10)  # mlp: hidden 100 = PFLlib's DNN
     warm = make_trace(ScheduleConfig("barrier", 0, 1), CLIENTS, seed=0)
     run(warm, method, {**hp, "local_steps": 1}, model, data, partition, seed=0, backend=backend)
     trace = make_trace(ScheduleConfig("barrier", 0, rounds), CLIENTS, seed=0)
@@ -204,33 +228,38 @@ def main(argv: list[str] | None = None) -> int:
     total = steps_per_round(args.pfllib, name)
     load_before = os.getloadavg()
     rows = []
-    grads = {"PerAvg": 2, "pFedMe": PFEDME["inner_steps"]}
-    ours = {"PerAvg": ["persafl_maml_fo", "persafl_maml_hf"], "pFedMe": ["persafl_me"]}
-    grads_ours = {"persafl_maml_fo": 2, "persafl_maml_hf": 4, "persafl_me": 5}
+    grads = {"FedAvg": 1, "PerAvg": 2, "pFedMe": PFEDME["inner_steps"]}
+    grads_ours = {"afl": 1, "persafl_maml_fo": 2, "persafl_maml_hf": 4, "persafl_me": 5}
     data, partition = load_partition(args.pfllib, name)
-    for algo in ("PerAvg", "pFedMe"):
-        steps = total[algo]
-        reference = float("nan")
-        if not args.skip_pfllib:
-            times, _ = run_pfllib(args, name, algo)
-            reference = sum(times) / len(times)
-            rows.append(row("PFLlib", algo, algo, steps, reference, grads[algo], "completed"))
-            print(rows[-1], flush=True)
-        q = max(1, round(steps / CLIENTS))
-        for method_name in ours[algo]:
-            for backend in ("vectorized", "sequential"):
-                seconds, status = run_ours(data, partition, method_name, q, args.rounds, backend)
+    models = ("mlp", "cnn") if args.model == "both" else (args.model,)
+    for model_name in models:
+        for algo in args.algorithms:
+            steps = total[algo]
+            if not args.skip_pfllib:
+                times, _ = run_pfllib(args, name, algo, model_name)
+                seconds = sum(times) / len(times)
                 rows.append(
-                    row(f"persafl {backend}", algo, method_name, q * CLIENTS, seconds,
-                        grads_ours[method_name], status)
-                )  # fmt: skip
+                    row(model_name, "PFLlib", algo, algo, steps, seconds, grads[algo], "completed")
+                )
                 print(rows[-1], flush=True)
-    write(rows, args, name, load_before)
+            q = max(1, round(steps / CLIENTS))
+            for method_name in OURS[algo]:
+                for backend in ("vectorized", "sequential"):
+                    seconds, status = run_ours(
+                        data, partition, model_name, method_name, q, args.rounds, backend
+                    )
+                    rows.append(
+                        row(model_name, f"persafl {backend}", algo, method_name, q * CLIENTS,
+                            seconds, grads_ours[method_name], status)
+                    )  # fmt: skip
+                    print(rows[-1], flush=True)
+    write(rows, args, name, load_before, models)
     return 0
 
 
-def row(system, algo, method, steps, seconds, grads_per_step, status) -> dict:
+def row(model, system, algo, method, steps, seconds, grads_per_step, status) -> dict:
     return {
+        "model": model,
         "system": system,
         "algorithm": algo,
         "method": method,
@@ -242,14 +271,17 @@ def row(system, algo, method, steps, seconds, grads_per_step, status) -> dict:
     }
 
 
-def write(rows: list[dict], args: argparse.Namespace, name: str, load_before) -> None:
+def write(
+    rows: list[dict], args: argparse.Namespace, name: str, load_before, models: tuple[str, ...]
+) -> None:
     import pandas as pd
     import torch
 
     frame = pd.DataFrame(rows)
-    reference = frame[frame.system == "PFLlib"].set_index("algorithm").steps_per_s
+    reference = frame[frame.system == "PFLlib"].set_index(["model", "algorithm"]).steps_per_s
     frame["speedup_vs_pfllib"] = [
-        r.steps_per_s / reference.get(r.algorithm, float("nan")) for r in frame.itertuples()
+        r.steps_per_s / reference.get((r.model, r.algorithm), float("nan"))
+        for r in frame.itertuples()
     ]
     cpu = next(
         (
@@ -273,33 +305,50 @@ def write(rows: list[dict], args: argparse.Namespace, name: str, load_before) ->
         "date": stamp, "cpu": cpu, "cores": os.cpu_count(), "threads": args.threads,
         "torch": torch.__version__, "python": platform.python_version(), "dataset": name,
         "rounds": args.rounds, "pfllib_commit": commit,
-        "load_before": [round(v, 2) for v in load_before],
-        "load_after": [round(v, 2) for v in load_after],
+        "load_before": json.dumps([round(v, 2) for v in load_before]),
+        "load_after": json.dumps([round(v, 2) for v in load_after]),
     }  # fmt: skip
+    frame = frame.assign(**meta)
+    previous = args.out / "pfllib.csv"
+    if previous.exists():  # keep the rows of (model, algorithm) not run now, with their date
+        old = pd.read_csv(previous)
+        if "model" not in old:
+            old.insert(0, "model", "cnn")  # files from before --model held only the CNN
+        ran = set(zip(frame.model, frame.algorithm, strict=True))
+        keep = [(m, a) not in ran for m, a in zip(old.model, old.algorithm, strict=True)]
+        frame = pd.concat([frame, old[keep]], ignore_index=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    frame.assign(
-        **{k: json.dumps(v) if isinstance(v, list) else v for k, v in meta.items()}
-    ).to_csv(args.out / "pfllib.csv", index=False, float_format="%.4g")
+    frame.to_csv(previous, index=False, float_format="%.4g")
     lines = [
-        f"# PFLlib vs persafl: seconds per round and client steps per second ({stamp})",
+        "# PFLlib vs persafl: seconds per round and client steps per second",
         "",
-        f"Machine: {cpu}, {os.cpu_count()} cores, {args.threads} threads for both (OMP/MKL env "
-        f"+ torch.set_num_threads), torch {torch.__version__}; load average before "
-        f"{meta['load_before']}, after {meta['load_after']}. PFLlib commit {commit}. Data: "
-        f"PFLlib's dataset/{name} (20 clients, Dirichlet 0.1), FedAvgCNN / our `cnn`, batch 20, "
-        f"full participation, CPU, mean over {args.rounds} rounds after round 0. Mapping of "
-        "flags and local steps: see the docstring of benchmarks/bench_pfllib.py.",
-        "",
-        "| system | algorithm | our method | steps/round | s/round | steps/s | grads/s "
-        "| vs PFLlib (steps/s) | status |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
+        "Mapping of flags and local steps: see the docstring of benchmarks/bench_pfllib.py. "
+        "20 clients (Dirichlet 0.1), batch 20, full participation, CPU; mean over the rounds "
+        "after round 0; ours: one run, evaluation excluded.",
     ]
-    for r in frame.itertuples():
-        lines.append(
-            f"| {r.system} | {r.algorithm} | {r.method} | {r.steps_per_round} | "
-            f"{r.seconds_per_round:.2f} | {r.steps_per_s:.1f} | {r.grads_per_s:.1f} | "
-            f"{r.speedup_vs_pfllib:.2f} | {r.status} |"
-        )
+    label = {"mlp": "MLP 784-100-10 (PFLlib `-m DNN`, our `mlp`)",
+             "cnn": "FedAvgCNN (PFLlib `-m CNN`, our `cnn`)"}  # fmt: skip
+    for (model_name, _), part in frame.groupby(["model", "date"], sort=False):
+        first = part.iloc[0]
+        lines += [
+            "",
+            f"## {label.get(model_name, model_name)}, {first.date}",
+            "",
+            f"Machine: {first.cpu}, {first.cores} cores, {first.threads} threads for both (OMP/MKL "
+            f"env + torch.set_num_threads), torch {first.torch}; load average before "
+            f"{first.load_before}, after {first.load_after}. PFLlib commit {first.pfllib_commit}. "
+            f"Data: PFLlib's dataset/{first.dataset}, {first.rounds} timed rounds.",
+            "",
+            "| system | algorithm | our method | steps/round | s/round | steps/s | grads/s "
+            "| vs PFLlib (steps/s) | status |",
+            "|---|---|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in part.itertuples():
+            lines.append(
+                f"| {r.system} | {r.algorithm} | {r.method} | {r.steps_per_round} | "
+                f"{r.seconds_per_round:.2f} | {r.steps_per_s:.1f} | {r.grads_per_s:.1f} | "
+                f"{r.speedup_vs_pfllib:.2f} | {r.status} |"
+            )
     (args.out / "pfllib.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / 'pfllib.md'}")
 
