@@ -45,7 +45,9 @@ def main() -> None:
     parser.add_argument("--delta", type=float, default=1e-3)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    params_kw = {"alpha": 0.5, "beta": 0.5, "num_clients": 30} if args.dataset == "synthetic" else {}
+    params_kw = (
+        {"alpha": 0.5, "beta": 0.5, "num_clients": 30} if args.dataset == "synthetic" else {}
+    )
     data = load_dataset(args.dataset, "data", **params_kw)
     hidden = 20 if args.dataset == "synthetic" else 100
     model = build_model(
