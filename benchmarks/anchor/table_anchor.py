@@ -1,6 +1,9 @@
-"""paper_figures/table_anchor.{csv,md}: our synchronous runs beside the published numbers.
+"""table_anchor.{csv,md}: our synchronous runs beside the published numbers.
 
-    python benchmarks/anchor/table_anchor.py --runs results/anchor --out paper_figures
+    python benchmarks/anchor/table_anchor.py --runs results/anchor --out benchmarks/anchor
+
+(Not in paper_figures/ yet: every file there must be listed in its manifest, which
+persafl.manifest writes from the workflow; the anchor is not a workflow target.)
 
 Reads the run directories written by run_ours.py (final and best-over-rounds headline accuracy,
 client-averaged), and puts the pFedMe paper's Table 1 numbers beside them.
@@ -39,7 +42,7 @@ PAPER_ROUNDS = {"mnist": 800, "synthetic": 600}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=Path, default=Path("results/anchor"))
-    parser.add_argument("--out", type=Path, default=Path("paper_figures"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/anchor"))
     args = parser.parse_args()
     runs = load_runs(sorted(str(p.parent) for p in args.runs.rglob("summary.json")))
     final = final_table(runs)
