@@ -93,6 +93,9 @@ def server_update(
     uniform = bool((array == 1.0 / len(deltas)).all())
     new = {}
     for name, value in current.items():
+        if uniform and len(deltas) == 1:  # the mean of one delta is itself: skip stacking it
+            new[name] = value - server_lr * deltas[0][name]
+            continue
         stacked = torch.stack([delta[name] for delta in deltas])
         if uniform:  # the plain mean: bit-identical to the engine's results before weights
             step = stacked.mean(dim=0)
