@@ -19,11 +19,17 @@ Written into ``--out-dir``:
   ``headline_acc``.
 - ``final.csv``: one row per run: identity, ``status``, the last evaluation's metrics
   (including cumulative ``dropped`` and ``staleness_*``), ``headline_acc``, ``wait_time`` and
-  ``wall_seconds`` from summary.json.
+  ``wall_seconds`` from summary.json, ``best_headline_acc`` / ``best_update`` (the maximum of
+  the headline accuracy over the run's evaluations and where it was reached: pFedMe's reported
+  statistic, which selects on the test set; ``headline_acc`` is the final one) and ``adapt_on``
+  (the personalized evaluation's adaptation data: ``test`` marks pFedMe's leaky protocol).
 - ``table_final.{csv,md,tex}``: one row per (dataset, partition, method, tau) for every
   method except ``local``: mean and std over seeds (sample std, ddof=1; empty for one seed)
   of the headline accuracy, of the global accuracy, and beside them the local baseline and the
-  majority-class baseline; ``n_seeds`` and ``n_diverged``. The .md/.tex show percent.
+  majority-class baseline; ``n_seeds`` and ``n_diverged``; ``best_acc_mean/std`` (best over
+  evaluations, labelled "Best" beside the final "Accuracy"). A row whose runs adapted on TEST
+  data has ``adapt_on`` ``test`` and "[adapt on TEST: leaky]" in its ``method_label``. The
+  .md/.tex show percent.
 - With ``--tables DIR ...`` instead of runs: the ``curves.csv`` and ``final.csv`` of each
   DIR (written by an earlier aggregation of disjoint runs, e.g. one per (dataset, partition,
   method, tau)) are merged, and everything above is written as if from their runs (the
@@ -58,6 +64,8 @@ import pandas as pd
 
 from persafl.style import method_label, method_sort_key
 
+# Appended to the method label of every table row whose runs adapted on TEST data.
+LEAKY_LABEL = " [adapt on TEST: leaky]"
 IDENTITY_KEYS: tuple[str, ...] = ("dataset", "partition", "method", "tau", "seed")
 INTEGER_KEYS: frozenset[str] = frozenset({"tau", "seed"})
 METRIC_COLUMNS: tuple[str, ...] = (
@@ -163,9 +171,15 @@ def final_table(runs: Sequence[RunResult]) -> pd.DataFrame:
         last = run.metrics.sort_values("update", kind="mergesort").iloc[[-1]]
         trace = run.summary.get("trace") or {}
         head = {**run.identity, "status": run.summary["status"]}
+        curve = run.metrics[headline_column(str(run.identity["method"]))].astype(float)
+        finite = curve[np.isfinite(curve)]
+        hp = ((run.summary.get("config") or {}).get("method") or {}).get("hp") or {}
         tail = {
             "wait_time": float(trace.get("wait_time", math.nan)),
             "wall_seconds": float(run.summary.get("wall_seconds", math.nan)),
+            "best_headline_acc": float(finite.max()) if len(finite) else math.nan,
+            "best_update": int(run.metrics["update"][finite.idxmax()]) if len(finite) else -1,
+            "adapt_on": str(hp.get("adapt_on", "train")),
         }
         frames.append(
             pd.concat(
@@ -237,12 +251,19 @@ def summary_table(final: pd.DataFrame) -> pd.DataFrame:
         base = local_baseline(finished, dataset, partition, int(tau))
         loc = mean_std(base)
         maj = mean_std(group["majority_acc_ca"])
+        best = (
+            mean_std(kept["best_headline_acc"])
+            if "best_headline_acc" in kept
+            else (math.nan, math.nan)
+        )
+        leaky = "adapt_on" in group and bool((group["adapt_on"] == "test").any())
+        label = method_label(method) + (LEAKY_LABEL if leaky else "")
         rows.append(
             {
                 "dataset": dataset,
                 "partition": partition,
                 "method": method,
-                "method_label": method_label(method),
+                "method_label": label,
                 "tau": int(tau),
                 "n_seeds": len(group),
                 "n_diverged": int((group["status"] == "diverged").sum()),
@@ -255,12 +276,16 @@ def summary_table(final: pd.DataFrame) -> pd.DataFrame:
                 "local_n_seeds": len(base),
                 "majority_acc_mean": maj[0],
                 "majority_acc_std": maj[1],
+                "best_acc_mean": best[0],
+                "best_acc_std": best[1],
+                "adapt_on": "test" if leaky else "train",
             }
         )
     columns = [
         "dataset", "partition", "method", "method_label", "tau", "n_seeds", "n_diverged",
         "acc_mean", "acc_std", "global_acc_mean", "global_acc_std", "local_acc_mean",
         "local_acc_std", "local_n_seeds", "majority_acc_mean", "majority_acc_std",
+        "best_acc_mean", "best_acc_std", "adapt_on",
     ]  # fmt: skip
     table = pd.DataFrame(rows, columns=columns)
     if table.empty:

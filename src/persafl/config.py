@@ -191,7 +191,10 @@ def _resolve_method(section: dict[str, Any]) -> dict[str, Any]:
     except ValueError as err:
         raise ConfigError(f"config key 'method.hp': {err}") from None
     for name, value in section["hp"].items():
-        if not isinstance(value, int | float) or isinstance(value, bool):
+        if name in methods.HP_CHOICES:  # a named choice (methods.base.HP_CHOICES)
+            if value not in methods.HP_CHOICES[name]:
+                raise _fail(f"method.hp.{name}", value, f"one of {list(methods.HP_CHOICES[name])}")
+        elif not isinstance(value, int | float) or isinstance(value, bool):
             raise _fail(f"method.hp.{name}", value, "a number")
     for name in ("local_steps", "batch_size", "eval_adapt_steps"):
         if name in hp and (not _is_int(hp[name]) or hp[name] < 1):

@@ -184,8 +184,18 @@ def make_loss_fn(model: nn.Module) -> LossFn:
 
 
 def make_grad_fn(model: nn.Module) -> GradFn:
-    """The reference gradient for one client: ``torch.func.grad`` of :func:`make_loss_fn`."""
-    return torch.func.grad(make_loss_fn(model))
+    """The reference gradient for one client: ``torch.func.grad`` of :func:`make_loss_fn`.
+
+    It carries an ``hvp(params, vector, x, y)`` attribute: the exact (autograd) Hessian-vector
+    product, forward-over-reverse (``torch.func.jvp`` of the gradient).
+    """
+    grad = torch.func.grad(make_loss_fn(model))
+
+    def hvp(params: Params, vector: Params, x: Tensor, y: Tensor) -> Params:
+        return torch.func.jvp(lambda p: grad(p, x, y), (params,), (vector,))[1]
+
+    grad.hvp = hvp  # type: ignore[attr-defined]
+    return grad
 
 
 # Layers without parameters that act elementwise or per channel (so on any channel layout).
@@ -251,7 +261,9 @@ def make_batched_grad_fn(model: nn.Module, fuse: bool = True) -> GradFn:
     With ``fuse`` and a fully connected model, the function also carries a ``descend``
     attribute (:func:`persafl.engine.fused.make_descend`: ``base - lr * grad`` in one pass, no
     gradient tensor) that :func:`persafl.methods.base.descend` uses for SGD-type steps, and a
-    ``prox`` attribute (:func:`persafl.engine.fused.make_prox`, ME's inner solver).
+    ``prox`` attribute (:func:`persafl.engine.fused.make_prox`, ME's inner solver). Always: an
+    ``hvp(params, vector, x, y)`` attribute, the exact per-client Hessian-vector product
+    (client c's block of the block-diagonal Hessian of the summed loss).
     """
     forward = make_batched_forward(model)
 
@@ -263,6 +275,23 @@ def make_batched_grad_fn(model: nn.Module, fuse: bool = True) -> GradFn:
             grads = torch.autograd.grad(total / int(y.shape[1]), list(leaves.values()))
         return dict(zip(leaves, grads, strict=True))
 
+    def hvp(params: Params, vector: Params, x: Tensor, y: Tensor) -> Params:
+        """Per-client exact Hessian-vector products (double backward of the same loss)."""
+        with torch.enable_grad():
+            leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+            logits = forward(leaves, x)
+            total = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
+            grads = torch.autograd.grad(
+                total / int(y.shape[1]), list(leaves.values()), create_graph=True
+            )
+            dot = sum((g * vector[k]).sum() for k, g in zip(leaves, grads, strict=True))
+            products = torch.autograd.grad(dot, list(leaves.values()), allow_unused=True)
+        return {
+            k: torch.zeros_like(v) if h is None else h.detach()
+            for (k, v), h in zip(leaves.items(), products, strict=True)
+        }
+
+    grad_fn.hvp = hvp  # type: ignore[attr-defined]
     if fuse and fused.supports(model):
         grad_fn.descend = fused.make_descend(model)  # type: ignore[attr-defined]
         grad_fn.prox = fused.make_prox(model)  # type: ignore[attr-defined]

@@ -7,7 +7,17 @@ Per client (docs/design.md "Executor and evaluation"):
 - personalized accuracy: ``method.personalize(server model, A training batches)`` with
   ``A = eval_adapt_steps`` batches of ``batch_size`` drawn by ``rng.generator(seed, "eval",
   update, client)`` from the client's TRAIN data only (never its test data); for ``afl`` the
-  personalized model is the global one, for ``local`` it is the client's own model;
+  personalized model is the global one, for ``local`` it is the client's own model.
+  ``hp["adapt_on"] == "test"`` draws the adaptation batches from the client's TEST data
+  instead: pFedMe's public Per-FedAvg evaluation, which leaks the test set into the model it
+  tests; it exists only to compare with that code, is never the default, and a run that uses it
+  says so in its log and in every aggregated table;
+- ME's inner-solve diagnostics (:mod:`persafl.engine.diagnostics`): ``inner_residual_ca``
+  (client-averaged ``||grad h(theta)|| / (lambda ||theta - x||)`` after the evaluation's inner
+  steps) and ``inner_curvature_max`` (largest estimated Hessian eigenvalue of f over clients, on
+  the first adaptation batch, at the server model); a warning is logged once per run when
+  ``personal_lr`` exceeds the inner problem's stability limit ``2 / (L + lambda)``. NaN for
+  methods without an inner problem;
 - majority-class baseline: predict the client's most frequent TRAIN label (ties: the smallest
   label) on its test data.
 
@@ -20,6 +30,7 @@ gradient of :mod:`persafl.models`, identical for both execution backends.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -28,6 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from persafl.engine import diagnostics
 from persafl.engine.batches import eval_indices, gather
 from persafl.methods import Method
 from persafl.models import (
@@ -53,7 +65,10 @@ METRIC_COLUMNS = (
     "personal_acc_sw",
     "majority_acc_ca",
     "majority_acc_sw",
+    "inner_residual_ca",
+    "inner_curvature_max",
 )
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,23 @@ class Evaluator:
         self.model, self.method, self.hp = model, method, dict(hp)
         self.forward, self.grad_fn = make_batched_forward(model), make_batched_grad_fn(model)
         self.x, self.y, self.train, self.seed = x, y, train, seed
+        self.adapt_on = str(self.hp.get("adapt_on", "train"))
+        if self.adapt_on not in ("train", "test"):
+            raise ValueError(f"adapt_on: got {self.adapt_on!r}, expected 'train' or 'test'")
+        if self.adapt_on == "test" and method.personalized:
+            log.warning(
+                "adapt_on: test: personalization adapts on TEST batches (pFedMe's leaky "
+                "Per-FedAvg evaluation, for comparison only); personal_acc is not a clean "
+                "test accuracy"
+            )
+        # Where adaptation batches come from: TRAIN (default) or, leaky, TEST (a client without
+        # test samples has no accuracy to report, so its train data stand in).
+        self.adapt_source = (
+            train
+            if self.adapt_on == "train"
+            else [te if len(te) else tr for tr, te in zip(train, test, strict=True)]
+        )
+        self.inner_warned = False
         self.num_clients = len(test)
         self.test_counts = np.array([len(t) for t in test], dtype=np.int64)
         # Padded test indices [clients, T]: padding repeats a real index and is masked out.
@@ -160,15 +192,16 @@ class Evaluator:
             return stats / self.test_counts[:, None]
 
     def _personalized(self, server: Params, update_index: int) -> np.ndarray:
-        """Per-client (accuracy, loss) of ``personalize(server, train batches)``."""
+        """Per-client (accuracy, loss, inner residual, curvature) of ``personalize(server,
+        adaptation batches)`` (residual and curvature NaN without an inner problem)."""
         adapt, batch = int(self.hp["eval_adapt_steps"]), int(self.hp["batch_size"])
-        out = []
+        out, inner = [], []
         for start in range(0, self.num_clients, self.chunk):
             stop = min(start + self.chunk, self.num_clients)
             # [A, C, B]: adaptation batch a of every client in the stack
             indices = np.stack(
                 [
-                    eval_indices(self.seed, update_index, c, self.train[c], adapt, batch)
+                    eval_indices(self.seed, update_index, c, self.adapt_source[c], adapt, batch)
                     for c in range(start, stop)
                 ],
                 axis=1,
@@ -178,7 +211,19 @@ class Evaluator:
             personal = self.method.personalize(stacked, xb, yb, self.hp, self.grad_fn)
             with torch.no_grad():
                 out.append(self._client_stats(personal, start, stop, stacked=True))
-        return self._means(out)
+            inner.append(self._inner(stacked, personal, xb, yb))
+        return np.concatenate([self._means(out), np.concatenate(inner)], axis=1)
+
+    def _inner(self, server: Params, theta: Params, xb: Tensor, yb: Tensor) -> np.ndarray:
+        """[C, 2]: inner residual (last batch) and top curvature (first batch), or NaN."""
+        inner_gradient = self.method.inner_gradient
+        if inner_gradient is None or int(xb.shape[0]) == 0:
+            return np.full((int(xb.shape[1]), 2), np.nan)
+        residual = diagnostics.inner_residual(
+            theta, server, xb[-1], yb[-1], self.hp, inner_gradient, self.grad_fn
+        )
+        curvature = diagnostics.top_curvature(server, xb[0], yb[0], self.grad_fn)
+        return torch.stack([residual, curvature], dim=1).double().cpu().numpy()
 
     def evaluate(
         self, update_index: int, server: Params | None, own: Params | None = None
@@ -190,12 +235,16 @@ class Evaluator:
             if self.method.personalized:
                 personal_stats = self._personalized(server, update_index)
             else:
-                personal_stats = global_stats
+                personal_stats = np.concatenate(
+                    [global_stats, np.full_like(global_stats, np.nan)], 1
+                )
         else:
             if own is None:
                 raise ValueError("evaluate needs server params or per-client params")
             global_stats = np.stack([nan, nan], axis=1)
-            personal_stats = self._stats(own, stacked=True)
+            personal_stats = np.concatenate(
+                [self._stats(own, stacked=True), np.stack([nan, nan], 1)], 1
+            )
         finite = bool(
             np.isfinite(personal_stats[self.test_counts > 0, 1]).all()
             and (server is None or np.isfinite(global_stats[self.test_counts > 0, 1]).all())
@@ -211,6 +260,7 @@ class Evaluator:
         metrics["majority_acc_ca"], metrics["majority_acc_sw"] = _aggregate(
             self.majority_acc, self.test_counts
         )
+        metrics.update(self._inner_metrics(update_index, personal_stats[:, 2:]))
         return Evaluation(
             metrics=metrics,
             global_acc=global_stats[:, 0],
@@ -218,3 +268,29 @@ class Evaluator:
             majority_acc=self.majority_acc,
             finite=finite,
         )
+
+    def _inner_metrics(self, update_index: int, inner: np.ndarray) -> dict[str, float]:
+        """``inner_residual_ca`` and ``inner_curvature_max``; warn once on an unstable step."""
+        residual, curvature = inner[:, 0], inner[:, 1]
+        with np.errstate(invalid="ignore"):
+            finite = np.isfinite(residual)
+            top = np.isfinite(curvature)
+            metrics = {
+                "inner_residual_ca": float(residual[finite].mean()) if finite.any() else np.nan,
+                "inner_curvature_max": float(curvature[top].max()) if top.any() else np.nan,
+            }
+        if top.any() and not self.inner_warned:
+            limit = diagnostics.stability_limit(metrics["inner_curvature_max"], self.hp)
+            if float(self.hp["personal_lr"]) >= limit:
+                self.inner_warned = True
+                log.warning(
+                    "update %d: personal_lr %.4g is above the inner problem's stability limit "
+                    "2 / (L + lambda) = %.4g (estimated top Hessian eigenvalue L = %.4g over "
+                    "clients): the K inner steps can expand instead of contracting; see the "
+                    "inner_residual_ca column (warned once per run)",
+                    update_index,
+                    float(self.hp["personal_lr"]),
+                    limit,
+                    metrics["inner_curvature_max"],
+                )
+        return metrics

@@ -4,7 +4,8 @@ Server methods (everything but ``local``): the server keeps ``x_k`` and every ol
 pending job still starts from (version ``v`` is freed after the last update with a job starting
 at ``v``). Update ``k`` with clients ``c_j`` and start versions ``s_j`` computes
 ``delta_j = x_{s_j} - local_update(x_{s_j}, batches(k, j))`` and applies
-``x_{k+1} = x_k - server_lr * mean_j delta_j`` (PersA-FL, Toghani, Lee, Uribe 2022).
+``x_{k+1} = x_k - server_lr * sum_j w_j delta_j`` (PersA-FL, Toghani, Lee, Uribe 2022; w_j = 1/K
+by default, sample or staleness weights: :mod:`persafl.engine.server`).
 
 ``local``: no server. Each client keeps its own model (all start from the run's initial
 model, ``init_params(model, seed)``); its job in update ``k`` trains that
@@ -50,6 +51,7 @@ from persafl.engine.jobs import (
     unstack,
 )
 from persafl.engine.schedule import Trace
+from persafl.engine.server import ServerRule
 from persafl.methods import Method
 from persafl.models import Params, init_params
 
@@ -207,7 +209,7 @@ class Replay:
         self.evaluator, self.backend, self.max_ahead = evaluator, backend, max_ahead_jobs
         self.params, self.every, self.callback = params, every, callback
         self.local = method.name == "local"
-        self.server_lr = float(hp.get("server_lr", 1.0))
+        self.server = ServerRule.from_hp(hp, [len(t) for t in runner.train])
         self.grads_per_job = int(method.grads_per_step(hp)) * int(hp["local_steps"])
         self.results: dict[int, Params] = {}  # computed, not yet consumed: delta or new model
         self.finite: dict[int, bool] = {}
@@ -261,15 +263,9 @@ class Replay:
                 yield from self._compute_server(job, k)
             self._check(job, k)
         deltas = [self.results.pop(job) for job in ids]
-        current = self.versions[k]
-        if len(deltas) == 1:  # the mean of one delta is itself: skip stacking it
-            (delta,) = deltas
-            new = {name: value - self.server_lr * delta[name] for name, value in current.items()}
-        else:
-            new = {
-                name: value - self.server_lr * torch.stack([d[name] for d in deltas]).mean(dim=0)
-                for name, value in current.items()
-            }
+        clients = [int(self.jobs.client[job]) for job in ids]
+        staleness = [k - int(self.jobs.start[job]) for job in ids]
+        new = self.server.apply(self.versions[k], deltas, clients, staleness)  # engine/server.py
         if not bool(finite_rows({name: v[None] for name, v in new.items()})):
             raise _Stop(f"diverged at update {k}: the server model became non-finite")
         self.versions[k + 1] = new

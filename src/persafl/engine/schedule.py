@@ -15,8 +15,15 @@ Models (PersA-FL, "Asynchrony with bounded staleness"):
   new version and start again. A too-stale arrival is either discarded (policy ``drop``) or
   prevented by admission control (policy ``wait``, see
   :func:`persafl.engine.schedule_clock.clock_wait_trace`).
-- ``barrier``: synchronous rounds (FedAvg / Per-FedAvg / pFedMe reference): every selected
-  client starts at version t, the round lasts as long as its slowest client.
+- ``barrier``: synchronous rounds (FedAvg / Per-FedAvg / pFedMe reference): ``clients_per_round``
+  S clients sampled uniformly without replacement per round (all n by default), every one
+  starting at version t; the round lasts as long as its slowest client. With ``train_all``
+  (pFedMe's server: "every user trains, the sampled ones are aggregated") all n clients train
+  each round and only the S sampled are aggregated: the unsampled models are discarded (pFedMe
+  sends the new global model to everyone next round), so the server trajectory is the same as
+  without it; what changes is the compute (``jobs_started`` = rounds x n) and the round's
+  duration (the slowest of all n). The server's averaging (uniform or sample-weighted, mixing
+  beta = ``server_lr``) is :mod:`persafl.engine.server`'s.
 
 ``speed`` is unused by ``delay``; ``staleness_bound`` and ``policy`` are unused by ``barrier``
 (its staleness is always 0).
@@ -59,6 +66,7 @@ class ScheduleConfig:
     buffer_size: int = 1
     speed: dict[str, Any] = field(default_factory=_default_speed)
     clients_per_round: int | None = None
+    train_all: bool = False
 
     def __post_init__(self) -> None:
         path = "schedule"
@@ -78,6 +86,13 @@ class ScheduleConfig:
                     f"{path}.clients_per_round: got {self.clients_per_round!r} with model "
                     f"{self.model!r}; it is only used by model 'barrier' (use null)"
                 )
+        if not isinstance(self.train_all, bool):
+            raise ValueError(f"{path}.train_all: got {self.train_all!r}, expected true or false")
+        if self.train_all and self.model != "barrier":
+            raise ValueError(
+                f"{path}.train_all: got true with model {self.model!r}; it is only used by "
+                "model 'barrier' (pFedMe's every-user-trains rounds)"
+            )
         if self.model == "delay" and self.buffer_size != 1:
             raise ValueError(
                 f"{path}.buffer_size: got {self.buffer_size!r}, model 'delay' applies one "
@@ -259,11 +274,12 @@ def _barrier_trace(cfg: ScheduleConfig, num_clients: int, seed: int, count: int)
         picked = rng.generator(seed, "round", t).choice(num_clients, per_round, replace=False)
         chosen = sorted(int(c) for c in picked)
         spans = []
-        for client in chosen:
+        for client in range(num_clients) if cfg.train_all else chosen:
             spans.append(times(client, jobs[client]))
             jobs[client] += 1
         longest = max(spans)
         now += longest
         wait += sum(longest - d for d in spans)
         updates.append(Update(t, tuple(chosen), (t,) * per_round, now))
-    return Trace(updates, 0, wait, num_clients, cfg, count * per_round, (0,) * count)
+    started = count * (num_clients if cfg.train_all else per_round)
+    return Trace(updates, 0, wait, num_clients, cfg, started, (0,) * count)

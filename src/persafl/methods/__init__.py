@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 
 from persafl.methods import afl, local, maml, me
-from persafl.methods.base import HP_NAMES, Method, resolve_hp
+from persafl.methods.base import HP_CHOICES, HP_NAMES, PROTOCOL_DEFAULTS, Method, resolve_hp
 
-__all__ = ["HP_NAMES", "Method", "get", "names", "resolve_hp"]
+__all__ = ["HP_CHOICES", "HP_NAMES", "PROTOCOL_DEFAULTS", "Method", "get", "names", "resolve_hp"]
 
 _REGISTRY: dict[str, Method] = {
     method.name: method

@@ -22,7 +22,9 @@ from torch import Tensor
 from persafl.models import GradFn, LossFn, Params, make_loss_fn
 
 __all__ = [
+    "HP_CHOICES",
     "HP_NAMES",
+    "PROTOCOL_DEFAULTS",
     "GradFn",
     "LossFn",
     "Method",
@@ -52,8 +54,37 @@ HP_NAMES = frozenset(
         "server_lr",
         "eval_adapt_steps",
         "weight_decay",
+        # protocol choices (docs/protocol.md): server step, evaluation, estimators
+        "aggregation",
+        "staleness_weight",
+        "staleness_a",
+        "staleness_b",
+        "adapt_on",
+        "hvp",
+        "inner_start",
     }
 )
+
+# The hyperparameters that take a name instead of a number, with their allowed names (the first
+# is the default where a default exists).
+HP_CHOICES: dict[str, tuple[str, ...]] = {
+    "aggregation": ("uniform", "samples"),  # server average: 1/K, or n_j / sum n (FedAvg)
+    "staleness_weight": ("constant", "polynomial", "hinge"),  # FedAsync's s(tau)
+    "adapt_on": ("train", "test"),  # test: pFedMe's leaky Per-FedAvg evaluation, comparison only
+    "hvp": ("finite_difference", "exact"),  # MAML HF's Hessian-vector product
+    "inner_start": ("anchor", "previous"),  # ME: theta from y each step, or pFedMe's warm start
+}
+
+# Protocol defaults every method shares, so a resolved config states them (engine/server.py,
+# engine/evaluate.py read them): the PersA-FL server rule and evaluation on TRAIN adaptation.
+PROTOCOL_DEFAULTS: dict[str, float | int | str] = {
+    "server_lr": 1.0,  # pFedMe beta = 1; FedAvg / Per-FedAvg average the models (docs/protocol.md)
+    "aggregation": "uniform",
+    "staleness_weight": "constant",
+    "staleness_a": 0.5,  # FedAsync's experiments: a = 0.5
+    "staleness_b": 4.0,  # FedAsync's hinge experiments: b = 4
+    "adapt_on": "train",  # never test by default: adapting on test data leaks it
+}
 
 # Update: (params, xb [Q,S,B,...] or [Q,S,C,B,...], yb [Q,S,B] or [Q,S,C,B], hp, grad_fn).
 LocalUpdate = Callable[[Params, Tensor, Tensor, Mapping, GradFn], Params]
@@ -72,6 +103,9 @@ class Method:
     personalize: Personalize
     grads_per_step: Callable[[Mapping], int]
     personalized: bool
+    # Methods with an inner problem (ME): (theta, anchor, x, y, hp, grad_fn) -> its gradient,
+    # for the evaluation's inner-solve diagnostics (engine/diagnostics.py).
+    inner_gradient: Callable[..., Params] | None = None
 
 
 def resolve_hp(method: Method, overrides: Mapping[str, float | int] | None = None) -> dict:
@@ -87,7 +121,13 @@ def resolve_hp(method: Method, overrides: Mapping[str, float | int] | None = Non
             f"unknown hyperparameter(s) {unknown} for method {method.name!r}; "
             f"known names: {sorted(HP_NAMES)}"
         )
-    return {**method.defaults, **overrides}
+    hp = {**PROTOCOL_DEFAULTS, **method.defaults, **overrides}
+    for name, choices in HP_CHOICES.items():
+        if name in hp and hp[name] not in choices:
+            raise ValueError(
+                f"hyperparameter {name}: got {hp[name]!r}, expected one of {list(choices)}"
+            )
+    return hp
 
 
 def sgd_step(params: Params, grads: Params, lr: float) -> Params:

@@ -44,9 +44,10 @@ DEFAULTS_FO: dict[str, float | int] = {
     "server_lr": 1.0,  # pFedMe/Per-FedAvg: the server averages the clients' models
     "eval_adapt_steps": 1,  # Per-FedAvg: one adaptation step for the personalized model
 }
-DEFAULTS_HF: dict[str, float | int] = {
+DEFAULTS_HF: dict[str, float | int | str] = {
     **DEFAULTS_FO,
     "hf_delta": 1e-3,  # Per-FedAvg paper: delta = 0.001 for the finite difference
+    "hvp": "finite_difference",  # Per-FedAvg's HF estimator; "exact": autograd (a control)
 }
 
 
@@ -57,12 +58,30 @@ def hessian_vector_fd(
 
     Exact for quadratics; O(d^2) error on smooth losses (Per-FedAvg's HF estimator). On ReLU
     networks it also picks up gradient jumps where a unit changes sign between p - d v and
-    p + d v, so it differs from autograd's almost-everywhere Hessian (measured: relative
-    error ~10 for an MNIST MLP at d = 1e-3, ~1e-5 with softplus).
+    p + d v, so it differs from autograd's almost-everywhere Hessian by an error that is
+    heavy-tailed and depends on the model's state (how many units sit within d |v| of their
+    kink): small on most batches, orders of magnitude larger on a few (``benchmarks/
+    hvp_error.py`` measures its distribution; smooth activations make it O(d^2)).
+    ``hp["hvp"] = "exact"`` replaces it by :func:`hessian_vector_exact`.
     """
     plus = grad_fn(tree_add(params, vector, delta), x, y)
     minus = grad_fn(tree_add(params, vector, -delta), x, y)
     return {k: (plus[k] - minus[k]) / (2.0 * delta) for k in params}
+
+
+def hessian_vector_exact(
+    params: Params, vector: Params, x: Tensor, y: Tensor, grad_fn: GradFn
+) -> Params:
+    """The exact Hessian-vector product ``hess f(params; x, y) vector`` (autograd).
+
+    The method still does not differentiate: the ``grad_fn`` carries an ``hvp`` (both
+    :func:`persafl.models.make_grad_fn` and ``make_batched_grad_fn`` do, one client or
+    stacked). On ReLU networks it is the almost-everywhere Hessian (no kink terms).
+    """
+    hvp = getattr(grad_fn, "hvp", None)
+    if hvp is None:
+        raise ValueError("hvp 'exact' needs a grad_fn with an hvp attribute (persafl.models)")
+    return hvp(params, vector, x, y)
 
 
 def maml_direction(
@@ -80,7 +99,10 @@ def maml_direction(
     outer = grad_fn(temp, xs[1], ys[1])
     if not hessian_free:  # a Python flag fixed per method, not data-dependent control flow
         return outer
-    hvp = hessian_vector_fd(params, outer, xs[2], ys[2], hp["hf_delta"], grad_fn)
+    if hp.get("hvp", "finite_difference") == "exact":  # fixed per run, like hessian_free
+        hvp = hessian_vector_exact(params, outer, xs[2], ys[2], grad_fn)
+    else:
+        hvp = hessian_vector_fd(params, outer, xs[2], ys[2], hp["hf_delta"], grad_fn)
     return tree_add(outer, hvp, -alpha)
 
 
@@ -96,6 +118,9 @@ def maml_step(
     per tensor): FO's direction plus :func:`hessian_vector_fd`'s correction, up to rounding.
     """
     alpha, beta = hp["personal_lr"], hp["local_lr"]
+    if hessian_free and hp.get("hvp", "finite_difference") == "exact":
+        # the exact HVP needs the outer gradient itself: the formula as written, unfused
+        return tree_add(params, maml_direction(params, xs, ys, hp, grad_fn, True), -beta)
     temp = descend(grad_fn, params, xs[0], ys[0], alpha)
     first = descend(grad_fn, temp, xs[1], ys[1], beta, base=params)
     if not hessian_free or beta == 0:

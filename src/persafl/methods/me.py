@@ -9,8 +9,11 @@ client side, as used by PersA-FL: Toghani, Lee, Uribe 2022):
     y <- y - local_lr * lambda * (y - theta)
 
 Differences from pFedMe's public code, on purpose:
-- pFedMe warm-starts theta from the previous step's personal model; we start theta at y, the
-  current local model, so a step is a pure function of (y, D) and needs no extra state.
+- pFedMe warm-starts theta from the previous step's personal model; by default we start theta
+  at y, the current local model, so a step is a pure function of (y, D) and needs no extra
+  state. ``inner_start: previous`` is pFedMe's warm start (theta carried from one local step to
+  the next within a client job; the first step starts at the downloaded model, as pFedMe's
+  ``set_parameters`` does at the start of a round).
 - pFedMe's personal optimizer adds weight decay mu = 0.001; ours adds ``weight_decay`` (default
   0.0) so the method optimizes exactly the Moreau envelope of f_i.
 """
@@ -24,7 +27,7 @@ from torch import Tensor
 
 from persafl.methods.base import GradFn, Method, Params, check_local_steps, descend
 
-DEFAULTS: dict[str, float | int] = {
+DEFAULTS: dict[str, float | int | str] = {
     "local_steps": 20,  # pFedMe code, MNIST: 20 local iterations
     "batch_size": 20,  # pFedMe code, MNIST
     "local_lr": 0.005,  # pFedMe code, MNIST learning rate
@@ -34,6 +37,7 @@ DEFAULTS: dict[str, float | int] = {
     "weight_decay": 0.0,  # pFedMe's personal optimizer uses 0.001; off here (see above)
     "server_lr": 1.0,  # pFedMe beta = 1
     "eval_adapt_steps": 1,  # one training batch to compute theta_i(x) for evaluation
+    "inner_start": "anchor",  # theta starts at y each step; "previous": pFedMe's warm start
 }
 
 
@@ -63,9 +67,11 @@ def moreau_prox(
 def local_update(params: Params, xb: Tensor, yb: Tensor, hp: Mapping, grad_fn: GradFn) -> Params:
     """Q steps ``y <- y - local_lr * lambda (y - theta(y))``; ``xb`` is [Q, 1, (C,) B, ...]."""
     lam, lr = hp["moreau_lambda"], hp["local_lr"]
-    current = dict(params)
+    warm = hp.get("inner_start", "anchor") == "previous"  # fixed per run
+    current = theta = dict(params)
     for step in range(check_local_steps(xb, hp)):
-        theta = moreau_prox(current, current, xb[step, 0], yb[step, 0], hp, grad_fn)
+        start = theta if warm else current
+        theta = moreau_prox(start, current, xb[step, 0], yb[step, 0], hp, grad_fn)
         # y - lr lam (y - theta) = lerp(y, theta, lr lam): one kernel per tensor
         current = {k: torch.lerp(v, theta[k], lr * lam) for k, v in current.items()}
     return current
@@ -83,6 +89,19 @@ def personalize(params: Params, xb: Tensor, yb: Tensor, hp: Mapping, grad_fn: Gr
     return theta
 
 
+def inner_gradient(
+    theta: Params, anchor: Params, x: Tensor, y: Tensor, hp: Mapping, grad_fn: GradFn
+) -> Params:
+    """Gradient of the inner objective ``f(theta) + lambda/2 ||theta - anchor||^2 (+ decay)``.
+
+    Zero at the exact inner minimizer: its size after the K inner steps measures how well the
+    personal problem was solved (``persafl.engine.diagnostics``).
+    """
+    lam, decay = hp["moreau_lambda"], hp.get("weight_decay", 0.0)
+    grads = grad_fn(theta, x, y)
+    return {k: grads[k] + lam * (theta[k] - anchor[k]) + decay * theta[k] for k in theta}
+
+
 METHOD = Method(
     name="persafl_me",
     defaults=DEFAULTS,
@@ -91,4 +110,5 @@ METHOD = Method(
     personalize=personalize,
     grads_per_step=lambda hp: int(hp["inner_steps"]),
     personalized=True,
+    inner_gradient=inner_gradient,
 )

@@ -1,0 +1,74 @@
+"""Diagnostics of ME's inner problem, computed at evaluation (stacked layout, params [C, ...]).
+
+ME's personalized model theta_i(x) = argmin_theta h(theta), h = f_i(theta) + lambda/2
+||theta - x||^2 (+ decay/2 ||theta||^2), is found by K gradient steps of ``personal_lr``.
+Two things can go wrong, and neither was visible before (issue 11):
+
+- the K steps stop short: the **inner residual** ``||grad h(theta)|| / (lambda ||theta - x||)``
+  compares what is left of the inner gradient with the Moreau gradient ``lambda (x - theta)``
+  that the method uses (0: solved; 0.3: the gradient estimate carries an error of that order);
+- the steps expand instead of contracting: gradient descent on h is stable only for
+  ``personal_lr < 2 / (L + lambda + decay)``, L the largest eigenvalue of the Hessian of f_i.
+  L is estimated by power iteration with exact Hessian-vector products on one batch
+  (``grad_fn.hvp``); the evaluator logs a warning when the step size exceeds the limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from persafl.models import GradFn, Params
+
+POWER_ITERATIONS = 20
+
+
+def client_norms(tree: Params) -> Tensor:
+    """Per-client Euclidean norm [C] of a stacked parameter dict ([C, ...] per key)."""
+    squares = [v.flatten(1).pow(2).sum(dim=1) for v in tree.values()]
+    return torch.stack(squares).sum(dim=0).sqrt()
+
+
+def _client_dots(a: Params, b: Params) -> Tensor:
+    return torch.stack([(a[k] * b[k]).flatten(1).sum(dim=1) for k in a]).sum(dim=0)
+
+
+def inner_residual(
+    theta: Params, anchor: Params, x: Tensor, y: Tensor, hp: Mapping, inner_gradient, grad_fn
+) -> Tensor:
+    """``||grad h(theta)|| / (lambda ||theta - anchor||)`` per client [C] (NaN where theta = x)."""
+    residual = client_norms(inner_gradient(theta, anchor, x, y, hp, grad_fn))
+    moved = client_norms({k: theta[k] - anchor[k] for k in theta})
+    lam = float(hp["moreau_lambda"])
+    return torch.where(moved > 0, residual / (lam * moved), torch.full_like(moved, float("nan")))
+
+
+def top_curvature(
+    params: Params, x: Tensor, y: Tensor, grad_fn: GradFn, iterations: int = POWER_ITERATIONS
+) -> Tensor:
+    """Per-client estimate [C] of the largest-magnitude Hessian eigenvalue of f on (x, y).
+
+    Power iteration from the gradient direction (deterministic: no random start needed; a
+    zero gradient falls back to all ones), ``iterations`` exact Hessian-vector products; the
+    returned value is the Rayleigh quotient ``v.Hv`` of the last iterate (signed).
+    """
+    hvp = getattr(grad_fn, "hvp", None)
+    if hvp is None:
+        raise ValueError("curvature estimation needs a grad_fn with an hvp attribute")
+    vector = grad_fn(params, x, y)
+    if not bool((client_norms(vector) > 0).all()):
+        vector = {k: torch.ones_like(v) for k, v in params.items()}
+    quotient = torch.zeros(next(iter(params.values())).shape[0], device=x.device)
+    for _ in range(iterations):
+        norms = client_norms(vector).clamp_min(1e-30)
+        unit = {k: v / norms.view(-1, *[1] * (v.dim() - 1)) for k, v in vector.items()}
+        vector = hvp(params, unit, x, y)
+        quotient = _client_dots(unit, vector)
+    return quotient
+
+
+def stability_limit(curvature: float, hp: Mapping) -> float:
+    """Largest stable inner step size ``2 / (L + lambda + decay)`` for curvature L."""
+    return 2.0 / (curvature + float(hp["moreau_lambda"]) + float(hp.get("weight_decay", 0.0)))
