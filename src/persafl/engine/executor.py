@@ -105,22 +105,18 @@ def run(
     eval_every: int = 50,
     callback: Callable[[dict[str, Any]], None] | None = None,
     *,
-    device: torch.device | str = "cpu",
-    init: Params | None = None,
     progress: bool = False,
-    max_ahead_jobs: int = MAX_AHEAD_JOBS,
-    memory_elements: int = MEMORY_ELEMENTS,
+    **options: Any,
 ) -> RunResult:
     """Replay ``trace`` with ``method`` on ``data`` split by ``partition`` (.train / .test).
 
-    The data are moved to ``device`` once; ``model`` is moved there too. ``init`` defaults to
-    ``init_params(model, seed)``. ``callback(row)`` is called after each evaluation;
-    ``progress`` shows a tqdm bar on stderr. One run alone is a group of one
+    ``options`` are :func:`prepare`'s keywords (``device``, ``init``, ``max_ahead_jobs``,
+    ``memory_elements``). ``callback(row)`` is called after each evaluation; ``progress``
+    shows a tqdm bar on stderr. One run alone is a group of one
     (:func:`persafl.engine.group.drive`).
     """
     replay = prepare(
-        trace, method, hp, model, data, partition, seed, backend, eval_every, callback,
-        device=device, init=init, max_ahead_jobs=max_ahead_jobs, memory_elements=memory_elements,
+        trace, method, hp, model, data, partition, seed, backend, eval_every, callback, **options
     )
     return drive([replay], progress=progress)[0]
 
@@ -146,8 +142,9 @@ def prepare(
 ) -> Replay:
     """Check the inputs and set up one run's replay (arguments as :func:`run`).
 
-    ``x``, ``y``: the data already on ``device`` (a group shares one copy); default
-    ``data.x``/``data.y`` moved there.
+    The data are moved to ``device`` once; ``model`` is moved there too. ``init`` defaults to
+    ``init_params(model, seed)``. ``x``, ``y``: the data already on ``device`` (a group shares
+    one copy); default ``data.x``/``data.y`` moved there.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: got {backend!r}, expected one of {list(BACKENDS)}")
