@@ -21,6 +21,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import torch
 from tqdm import tqdm
 
 from persafl.engine.jobs import JobRunner, compute_stacked
@@ -68,8 +69,6 @@ def answer(requests: Sequence[Request]) -> list[Params]:
 
 
 def _cat(tensors: list[Any]) -> Any:
-    import torch
-
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
 

@@ -102,7 +102,10 @@ class JobRunner:
         self.batch_size = int(hp["batch_size"])
         self.memory_elements = memory_elements
         self.activations = activations_per_sample(model, tuple(x.shape[1:]))
-        self.architecture = repr(model)
+        # runners with equal keys compute the same step form: their jobs can share a call
+        # (fixed for the run: computed once, read on every stacked call)
+        hp_items = tuple(sorted((k, repr(v)) for k, v in self.hp.items()))
+        self.stack_key = (method.name, hp_items, repr(model), id(x), id(y))
 
     def indices(self, job: int) -> np.ndarray:
         """Data-set indices [Q, S, B] of ``job``'s batches."""
@@ -139,12 +142,6 @@ class JobRunner:
         """Most jobs computed in one go: results stay alive until consumed, so bound them."""
         weights = sum(int(v.numel()) for v in params.values())
         return max(1, min(MAX_AHEAD_JOBS, 4 * self.memory_elements // max(1, weights)))
-
-    @property
-    def stack_key(self) -> tuple:
-        """Runners with equal keys compute the same step form: their jobs can share a call."""
-        hp = tuple(sorted((k, repr(v)) for k, v in self.hp.items()))
-        return (self.method.name, hp, self.architecture, id(self.x), id(self.y))
 
     def stacked(self, job_ids: list[int], starts: Params) -> Params:
         """``local_update`` of many jobs at once; ``starts`` stacked along dim 0 in job order."""
