@@ -170,8 +170,17 @@ def test_top_curvature_is_the_largest_hessian_eigenvalue():
     eigenvalues = torch.linalg.eigvalsh(hessian)
     top = eigenvalues[eigenvalues.abs().argmax()]
     stacked = {k: v[None] for k, v in params.items()}
-    estimate = diagnostics.top_curvature(stacked, x[:1], y[:1], make_batched_grad_fn(model), 300)
+    grad_fn = make_batched_grad_fn(model)
+    estimate, vector = diagnostics.top_curvature(stacked, x[:1], y[:1], grad_fn, 300)
     assert float(estimate[0]) == pytest.approx(float(top), rel=1e-3)
+    # warm start from the converged iterate: a few products keep the estimate (the evaluator's
+    # later evaluations), while a cold start with as few products is measurably off
+    warm, _ = diagnostics.top_curvature(
+        stacked, x[:1], y[:1], grad_fn, diagnostics.WARM_ITERATIONS, vector
+    )
+    assert float(warm[0]) == pytest.approx(float(top), rel=1e-3)
+    cold, _ = diagnostics.top_curvature(stacked, x[:1], y[:1], grad_fn, diagnostics.WARM_ITERATIONS)
+    assert abs(float(cold[0]) - float(top)) > 0.01 * abs(float(top))
     assert diagnostics.stability_limit(3.0, {"moreau_lambda": 15.0}) == pytest.approx(2 / 18)
 
 

@@ -126,6 +126,8 @@ class Evaluator:
             else [te if len(te) else tr for tr, te in zip(train, test, strict=True)]
         )
         self.inner_warned = False
+        # Last power-iteration vector per chunk of clients (start of the next, warm estimate)
+        self.curvature_start: dict[int, Params] = {}
         self.num_clients = len(test)
         self.test_counts = np.array([len(t) for t in test], dtype=np.int64)
         # Padded test indices [clients, T]: padding repeats a real index and is masked out.
@@ -211,18 +213,25 @@ class Evaluator:
             personal = self.method.personalize(stacked, xb, yb, self.hp, self.grad_fn)
             with torch.no_grad():
                 out.append(self._client_stats(personal, start, stop, stacked=True))
-            inner.append(self._inner(stacked, personal, xb, yb))
+            inner.append(self._inner(start, stacked, personal, xb, yb))
         return np.concatenate([self._means(out), np.concatenate(inner)], axis=1)
 
-    def _inner(self, server: Params, theta: Params, xb: Tensor, yb: Tensor) -> np.ndarray:
-        """[C, 2]: inner residual (last batch) and top curvature (first batch), or NaN."""
+    def _inner(
+        self, chunk: int, server: Params, theta: Params, xb: Tensor, yb: Tensor
+    ) -> np.ndarray:
+        """[C, 2]: inner residual (last batch) and top curvature (first batch), or NaN; the
+        curvature's power iteration starts warm from the chunk's previous evaluation."""
         inner_gradient = self.method.inner_gradient
         if inner_gradient is None or int(xb.shape[0]) == 0:
             return np.full((int(xb.shape[1]), 2), np.nan)
         residual = diagnostics.inner_residual(
             theta, server, xb[-1], yb[-1], self.hp, inner_gradient, self.grad_fn
         )
-        curvature = diagnostics.top_curvature(server, xb[0], yb[0], self.grad_fn)
+        start = self.curvature_start.get(chunk)
+        iterations = diagnostics.POWER_ITERATIONS if start is None else diagnostics.WARM_ITERATIONS
+        curvature, self.curvature_start[chunk] = diagnostics.top_curvature(
+            server, xb[0], yb[0], self.grad_fn, iterations, start
+        )
         return torch.stack([residual, curvature], dim=1).double().cpu().numpy()
 
     def evaluate(
