@@ -21,6 +21,7 @@ if not workflow.overwrite_configfiles:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/partition.smk"
+include: "workflow/rules/tuning.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
@@ -38,6 +39,11 @@ localrules:
     aggregate_cell,
     partition_table,
     manifest,
+    tuning_run_config,
+    tuning_select,
+    tuning_dataset_table,
+    tuning_table,
+    copy_tuning_table,
 
 
 rule all:

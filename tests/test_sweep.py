@@ -13,7 +13,8 @@ from persafl import sweep, sweep_cli
 from persafl.config import resolve_run_config
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = {name: REPO / "config" / f"{name}.yaml" for name in ("config", "synthetic", "test")}
+SHIPPED = ("config", "synthetic", "test", "base_papers", "test_tuning")
+CONFIGS = {name: REPO / "config" / f"{name}.yaml" for name in SHIPPED}
 
 
 def load(name: str, overrides: dict | None = None) -> dict:

@@ -26,7 +26,10 @@ Format (``"format": 2``)::
                   "command": "python -m persafl.figures accuracy ...",
                   "sha256": ..., "bytes": ...}, ...],
      "tables": [{"file": "table_final.csv", "path": "paper_figures/table_final.csv",
-                 "table": "results/tables/table_final.csv", "sha256": ..., "bytes": ...}, ...]}
+                 "table": "results/tables/table_final.csv", "sha256": ..., "bytes": ...}, ...],
+     "tuning": [{"dataset": D, "method": M, "selection": "results/tuning/D/M.yaml",
+                 "sha256": ..., "hp": {...}, "edge": [...], "tuning_runs": N,
+                 "final_runs": ["results/runs/...", ...]}, ...]}   # [] without tuning
 
 A figure's PDF and its PNG (written beside it by the same command) are two entries with the
 same kind, table and args.
@@ -55,6 +58,7 @@ TABLE_OPTIONS: dict[str, str] = {
     "accuracy": "--curves",
     "staleness": "--final",
     "partition": "--counts",
+    "tuning": "--table",
 }
 # paper_figures copy -> the aggregated table it copies
 TABLE_COPIES: dict[str, str] = {
@@ -113,12 +117,47 @@ def figure_specs(cfg: Mapping[str, Any]) -> list[FigureSpec]:
             ),
             FigureSpec("partition", dataset, f"{TABLES_DIR}/partition_{dataset}.csv"),
         ]
+    from persafl.tuning import tuned_datasets  # the tuning grids' figures (persafl.tuning)
+
+    specs += [FigureSpec("tuning", d, f"{TABLES_DIR}/tuning_{d}.csv", {"dataset": d})
+              for d in tuned_datasets(cfg)]
     return specs
+
+
+def table_copies(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """:data:`TABLE_COPIES`, and the tuning table when the config tunes."""
+    from persafl.tuning import tuned_datasets
+
+    copies = dict(TABLE_COPIES)
+    if tuned_datasets(cfg):
+        copies |= {f"{FIGURES_DIR}/table_tuning.{ext}": f"{TABLES_DIR}/table_tuning.{ext}"
+                   for ext in ("csv", "md")}
+    return copies
+
+
+def tuning_provenance(cfg: Mapping[str, Any], root: Path) -> list[dict[str, Any]]:
+    """Which tuning produced each final run: per tuned (data set, method) the selection file
+    (results/tuning/D/M.yaml, its sha256 and values) and the final runs that read it."""
+    import yaml
+
+    from persafl.tuning import selection_path, tuned_datasets
+
+    entries = []
+    for dataset in tuned_datasets(cfg):
+        for method in cfg["methods"]:
+            path = selection_path(dataset, method)
+            selection = yaml.safe_load((root / path).read_text())
+            runs = [sweep.run_dir(k) for k in sweep.run_keys(cfg, dataset) if k.method == method]
+            entries.append({"dataset": dataset, "method": method, "selection": path,
+                            "sha256": sha256_of(root / path), "hp": selection["hp"],
+                            "edge": selection["edge"], "tuning_runs": len(selection["runs"]),
+                            "final_runs": runs})
+    return entries
 
 
 def paper_outputs(cfg: Mapping[str, Any]) -> list[str]:
     """Every file under paper_figures/ but the manifest, in manifest order."""
-    return [f for spec in figure_specs(cfg) for f in spec.outputs] + list(TABLE_COPIES)
+    return [f for spec in figure_specs(cfg) for f in spec.outputs] + list(table_copies(cfg))
 
 
 def figure_argv(kind: str, table: str | Path, args: Mapping[str, Any], out: str | Path) -> list:
@@ -213,7 +252,7 @@ def build_manifest(
                 }
             )
     tables = []
-    for path, table in TABLE_COPIES.items():
+    for path, table in table_copies(cfg).items():
         entry = _file_entry(path, root)
         tables.append({**entry, "table": table})
     repo = Path(repo)
@@ -232,6 +271,7 @@ def build_manifest(
         "seeds": list(cfg["seeds"]),
         "figures": figures,
         "tables": tables,
+        "tuning": tuning_provenance(cfg, root),
     }
 
 

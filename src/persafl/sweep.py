@@ -166,6 +166,12 @@ def check_sweep(cfg: Mapping[str, Any]) -> None:
                 check_partition(name, ds.get("params") or {}, pname, part)
             except ValueError as err:
                 raise SweepError(f"sweep config: {err}") from None
+    from persafl.tuning import check_tuning  # the tuning section (persafl.tuning)
+
+    try:
+        check_tuning(cfg)
+    except ValueError as err:
+        raise SweepError(str(err)) from None
 
 
 # ---- the grid ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -67,9 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     write = sub.add_parser("write", help="write a resolved run config given as JSON")
     write.add_argument("--json", required=True, help="the resolved run config (a JSON object)")
     write.add_argument("--out", required=True)
+    write.add_argument("--tuned", help="a tuning selection (YAML) whose hp replace the config's")
     args = parser.parse_args(argv)
     if args.command == "write":
-        return _write_resolved(args.json, args.out)
+        return _write_resolved(args.json, args.out, args.tuned)
     try:
         cfg = sweep.load_sweep_config(args.config, json.loads(args.override), args.schema)
         if args.command == "run-config":
@@ -88,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _write_resolved(text: str, out: str) -> int:
+def _write_resolved(text: str, out: str, tuned: str | None = None) -> int:
     try:
         resolved = json.loads(text)
     except json.JSONDecodeError as err:
@@ -97,6 +99,10 @@ def _write_resolved(text: str, out: str) -> int:
     if not isinstance(resolved, dict):
         print(f"persafl.sweep write: --json must be an object, got {text[:80]!r}", file=sys.stderr)
         return 2
+    if tuned:  # persafl.tuning: the selected hyperparameters replace the configured ones
+        from persafl.tuning import apply_selection
+
+        resolved = apply_selection(resolved, yaml.safe_load(Path(tuned).read_text()))
     _write_yaml(resolved, out)
     return 0
 

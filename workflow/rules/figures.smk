@@ -102,7 +102,8 @@ rule report_table:
 
 rule manifest:
     input:
-        paper_figures(),
+        figures=paper_figures(),
+        tuning=[tuning.selection_path(d, m) for d in TUNED for m in config["methods"]],
     output:
         "paper_figures/manifest.json",
     log:
@@ -114,4 +115,4 @@ rule manifest:
         ENV
     shell:
         "python -m persafl.manifest {params.sweep} --repo {params.repo} --out {output}"
-        " {input} > {log} 2>&1"
+        " {input.figures} > {log} 2>&1"

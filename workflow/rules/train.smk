@@ -7,16 +7,20 @@ RUN = "dataset~{dataset}/partition~{partition}/method~{method}/tau~{tau}/seed~{s
 
 
 rule run_config:
+    input:
+        tuned=tuned_selection_of,  # the tuning selection of a tuned data set (tuning.smk)
     output:
         f"results/runs/{RUN}/run.yaml",
     log:
         f"results/logs/run_config/{RUN}.log",
     params:
         resolved=run_config_of,
+        tuned=tuned_flag,
     conda:
         ENV
     shell:
-        "python -m persafl.sweep write --json {params.resolved:q} --out {output} > {log} 2>&1"
+        "python -m persafl.sweep write --json {params.resolved:q} {params.tuned} --out {output}"
+        " > {log} 2>&1"
 
 
 for group in sweep.group_keys(config):
