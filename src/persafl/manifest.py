@@ -55,7 +55,13 @@ TABLE_OPTIONS: dict[str, str] = {
     "accuracy": "--curves",
     "staleness": "--final",
     "partition": "--counts",
+    # the staleness and time study (persafl.timefigures)
+    "axes": "--curves",
+    "time": "--curves",
+    "bounds": "--table",
 }
+STUDY_TABLES = f"{TABLES_DIR}/staleness"
+STUDY_TABLE_NAMES = ("table_time", "table_bounds")
 # paper_figures copy -> the aggregated table it copies
 TABLE_COPIES: dict[str, str] = {
     f"{FIGURES_DIR}/table_final.{ext}": f"{TABLES_DIR}/table_final.{ext}"
@@ -113,12 +119,74 @@ def figure_specs(cfg: Mapping[str, Any]) -> list[FigureSpec]:
             ),
             FigureSpec("partition", dataset, f"{TABLES_DIR}/partition_{dataset}.csv"),
         ]
+    return specs + study_specs(cfg)
+
+
+def load_study_of(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The staleness study config the sweep config names (``staleness_study``), or None.
+
+    The path is relative to the working directory, else to this checkout.
+    """
+    path = cfg.get("staleness_study")
+    if not path:
+        return None
+    from persafl import timestudy
+
+    found = Path(path)
+    if not found.is_file():
+        found = Path(__file__).resolve().parents[2] / path
+    return timestudy.load_study(found)
+
+
+def study_specs(cfg: Mapping[str, Any]) -> list[FigureSpec]:
+    """The staleness study's figures (none unless the sweep config names a study)."""
+    study = load_study_of(cfg)
+    if study is None:
+        return []
+    curves, bounds = f"{STUDY_TABLES}/curves.csv", f"{STUDY_TABLES}/table_bounds.csv"
+    specs = []
+    for dataset in study["datasets"]:
+        setting = study["figures"].get("bounds_setting") or next(iter(study["settings"]))
+        specs += [
+            FigureSpec("axes", dataset, curves, {"dataset": dataset, "setting": setting}),
+            FigureSpec("time", dataset, curves, {"dataset": dataset}),
+            FigureSpec("bounds", dataset, bounds, {"dataset": dataset}),
+        ]
     return specs
+
+
+def study_spec(cfg: Mapping[str, Any], kind: str, dataset: str) -> FigureSpec:
+    for spec in study_specs(cfg):
+        if (spec.kind, spec.dataset) == (kind, dataset):
+            return spec
+    raise ManifestError(f"no staleness study figure {kind!r} for data set {dataset!r}")
+
+
+def study_argv(cfg: Mapping[str, Any], kind: str, dataset: str, out: str) -> list[str]:
+    """The ``persafl.figures`` arguments of a study figure (the workflow's figure rule)."""
+    spec = study_spec(cfg, kind, dataset)
+    return figure_argv(spec.kind, spec.table, spec.args, out)
+
+
+def study_table_copies(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """paper_figures copies of the study's tables (none without a study)."""
+    if not cfg.get("staleness_study"):
+        return {}
+    return {
+        f"{FIGURES_DIR}/{name}.{ext}": f"{STUDY_TABLES}/{name}.{ext}"
+        for name in STUDY_TABLE_NAMES
+        for ext in ("csv", "md")
+    }
+
+
+def table_copies(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """Every table copied into paper_figures/ for this config."""
+    return {**TABLE_COPIES, **study_table_copies(cfg)}
 
 
 def paper_outputs(cfg: Mapping[str, Any]) -> list[str]:
     """Every file under paper_figures/ but the manifest, in manifest order."""
-    return [f for spec in figure_specs(cfg) for f in spec.outputs] + list(TABLE_COPIES)
+    return [f for spec in figure_specs(cfg) for f in spec.outputs] + list(table_copies(cfg))
 
 
 def figure_argv(kind: str, table: str | Path, args: Mapping[str, Any], out: str | Path) -> list:
@@ -213,7 +281,7 @@ def build_manifest(
                 }
             )
     tables = []
-    for path, table in TABLE_COPIES.items():
+    for path, table in table_copies(cfg).items():
         entry = _file_entry(path, root)
         tables.append({**entry, "table": table})
     repo = Path(repo)
