@@ -25,6 +25,7 @@ include: "workflow/rules/tuning.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/staleness.smk"
 
 
 report: "workflow/report/workflow.rst"

@@ -12,6 +12,12 @@ Usage::
         --out paper_figures/fig_tuning_D.pdf
     python -m persafl.figures table --table results/tables/table_final.csv \
         --out results/report/table_final.html
+    python -m persafl.figures axes --curves results/tables/staleness/curves.csv \
+        --dataset D --setting S --out paper_figures/fig_axes_D.pdf      # staleness study
+    python -m persafl.figures time --curves results/tables/staleness/curves.csv \
+        --dataset D --out paper_figures/fig_time_D.pdf
+    python -m persafl.figures bounds --table results/tables/staleness/table_bounds.csv \
+        --dataset D --out paper_figures/fig_bounds_D.pdf
 
 Each command writes the PDF named by ``--out`` and a PNG (200 dpi) beside it. ``--partition``
 may be left out when the dataset has a single partition in the table. Output is a pure
@@ -107,6 +113,19 @@ def _parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("tuning", help="validation accuracy over the tuning grids")
     tune.add_argument("--table", type=Path, required=True, help="results/tables/tuning_D.csv")
     tune.add_argument("--dataset", required=True)
+    # the staleness and time study (persafl.timefigures; tables of persafl.timetables)
+    axes = sub.add_parser("axes", help="study: one setting's bounds on three x-axes")
+    axes.add_argument("--curves", type=Path, required=True)
+    axes.add_argument("--dataset", required=True)
+    axes.add_argument("--setting", required=True)
+    timed = sub.add_parser("time", help="study: sync vs async accuracy vs virtual time")
+    timed.add_argument("--curves", type=Path, required=True)
+    timed.add_argument("--dataset", required=True)
+    bounds = sub.add_parser("bounds", help="study: staleness, drops and accuracy vs bound")
+    bounds.add_argument("--table", type=Path, required=True)
+    bounds.add_argument("--dataset", required=True)
+    for p in (axes, timed, bounds):
+        p.add_argument("--out", type=Path, required=True, help="PDF path; PNG written beside")
     for p in (acc, stale, part, tune):
         p.add_argument("--out", type=Path, required=True, help="PDF path; PNG written beside")
         p.add_argument(
@@ -120,6 +139,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def build_figure(args: argparse.Namespace) -> Figure:
     """Read the table a subcommand names and build its figure."""
+    if args.figure in ("axes", "time", "bounds"):
+        from persafl import timefigures
+
+        if args.figure == "bounds":
+            table = read_table(args.table, ("dataset", "setting", "method", "tau"))
+            return timefigures.bounds_figure(table, args.dataset)
+        curves = read_table(args.curves, ("dataset", "setting", "method", "tau", "seed"))
+        if args.figure == "axes":
+            return timefigures.axes_figure(curves, args.dataset, args.setting)
+        return timefigures.time_figure(curves, args.dataset)
     expect = args.expect or {}
     if args.figure == "accuracy":
         curves = read_table(args.curves, CURVES_COLUMNS)

@@ -59,7 +59,13 @@ TABLE_OPTIONS: dict[str, str] = {
     "staleness": "--final",
     "partition": "--counts",
     "tuning": "--table",
+    # the staleness and time study (persafl.timefigures)
+    "axes": "--curves",
+    "time": "--curves",
+    "bounds": "--table",
 }
+STUDY_TABLES = f"{TABLES_DIR}/staleness"
+STUDY_TABLE_NAMES = ("table_time", "table_bounds")
 # paper_figures copy -> the aggregated table it copies
 TABLE_COPIES: dict[str, str] = {
     f"{FIGURES_DIR}/table_final.{ext}": f"{TABLES_DIR}/table_final.{ext}"
@@ -121,14 +127,15 @@ def figure_specs(cfg: Mapping[str, Any]) -> list[FigureSpec]:
 
     specs += [FigureSpec("tuning", d, f"{TABLES_DIR}/tuning_{d}.csv", {"dataset": d})
               for d in tuned_datasets(cfg)]
-    return specs
+    return specs + study_specs(cfg)
 
 
 def table_copies(cfg: Mapping[str, Any]) -> dict[str, str]:
-    """:data:`TABLE_COPIES`, and the tuning table when the config tunes."""
+    """Every table copied into paper_figures/ for this config: :data:`TABLE_COPIES`, the
+    tuning table when the config tunes, the staleness study's tables when it names one."""
     from persafl.tuning import tuned_datasets
 
-    copies = dict(TABLE_COPIES)
+    copies = {**TABLE_COPIES, **study_table_copies(cfg)}
     if tuned_datasets(cfg):
         copies |= {f"{FIGURES_DIR}/table_tuning.{ext}": f"{TABLES_DIR}/table_tuning.{ext}"
                    for ext in ("csv", "md")}
@@ -153,6 +160,63 @@ def tuning_provenance(cfg: Mapping[str, Any], root: Path) -> list[dict[str, Any]
                             "edge": selection["edge"], "tuning_runs": len(selection["runs"]),
                             "final_runs": runs})
     return entries
+
+
+def load_study_of(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The staleness study config the sweep config names (``staleness_study``), or None.
+
+    The path is relative to the working directory, else to this checkout.
+    """
+    path = cfg.get("staleness_study")
+    if not path:
+        return None
+    from persafl import timestudy
+
+    found = Path(path)
+    if not found.is_file():
+        found = Path(__file__).resolve().parents[2] / path
+    return timestudy.load_study(found)
+
+
+def study_specs(cfg: Mapping[str, Any]) -> list[FigureSpec]:
+    """The staleness study's figures (none unless the sweep config names a study)."""
+    study = load_study_of(cfg)
+    if study is None:
+        return []
+    curves, bounds = f"{STUDY_TABLES}/curves.csv", f"{STUDY_TABLES}/table_bounds.csv"
+    specs = []
+    for dataset in study["datasets"]:
+        setting = study["figures"].get("bounds_setting") or next(iter(study["settings"]))
+        specs += [
+            FigureSpec("axes", dataset, curves, {"dataset": dataset, "setting": setting}),
+            FigureSpec("time", dataset, curves, {"dataset": dataset}),
+            FigureSpec("bounds", dataset, bounds, {"dataset": dataset}),
+        ]
+    return specs
+
+
+def study_spec(cfg: Mapping[str, Any], kind: str, dataset: str) -> FigureSpec:
+    for spec in study_specs(cfg):
+        if (spec.kind, spec.dataset) == (kind, dataset):
+            return spec
+    raise ManifestError(f"no staleness study figure {kind!r} for data set {dataset!r}")
+
+
+def study_argv(cfg: Mapping[str, Any], kind: str, dataset: str, out: str) -> list[str]:
+    """The ``persafl.figures`` arguments of a study figure (the workflow's figure rule)."""
+    spec = study_spec(cfg, kind, dataset)
+    return figure_argv(spec.kind, spec.table, spec.args, out)
+
+
+def study_table_copies(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """paper_figures copies of the study's tables (none without a study)."""
+    if not cfg.get("staleness_study"):
+        return {}
+    return {
+        f"{FIGURES_DIR}/{name}.{ext}": f"{STUDY_TABLES}/{name}.{ext}"
+        for name in STUDY_TABLE_NAMES
+        for ext in ("csv", "md")
+    }
 
 
 def paper_outputs(cfg: Mapping[str, Any]) -> list[str]:

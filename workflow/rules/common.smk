@@ -9,7 +9,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from persafl import locks, manifest, resources, sweep
+from persafl import locks, manifest, resources, sweep, timestudy
 
 validate(config, "../schemas/config.schema.yaml")
 try:
@@ -225,3 +225,28 @@ def partition_of(wildcards):
 def output_dir(wildcards, output):
     """The folder of a rule's first output (the train CLI's --out)."""
     return os.path.dirname(output[0])
+
+
+# ---- the staleness and time study (workflow/rules/staleness.smk, issue 13) ---------------
+
+STUDY_PATH = config.get("staleness_study")
+STUDY = timestudy.load_study(REPO / STUDY_PATH) if STUDY_PATH else None
+STUDY_TABLES = manifest.STUDY_TABLES
+STUDY_DATASETS = "|".join(STUDY["datasets"]) if STUDY else "none"
+
+
+def study_figure_table(wildcards):
+    """The committed table a study figure is drawn from (persafl.manifest.study_specs)."""
+    return manifest.study_spec(config, wildcards.kind, wildcards.dataset).table
+
+
+def study_figure_argv(wildcards, output):
+    """The persafl.figures arguments of a study figure, as the manifest records them."""
+    argv = manifest.study_argv(config, wildcards.kind, wildcards.dataset, output.pdf)
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def study_run_files():
+    """Every file of every study run (what the study's table job reads)."""
+    return [f"{timestudy.run_dir(r)}/{name}" for r in timestudy.all_runs(STUDY)
+            for name in ("metrics.csv", "clients.csv", "summary.json")]

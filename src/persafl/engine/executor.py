@@ -22,8 +22,13 @@ Backends (same results, up to float rounding of batched kernels):
 
 Divergence: if a job's new parameters, the server model or an evaluation loss is non-finite,
 the run stops with status ``diverged`` and a message (it is a result, not a crash).
-Gradient evaluations count the applied jobs: ``grads_per_step(hp) * Q`` each (jobs dropped by
-the schedule are not counted here; ``trace.jobs_started`` gives their number).
+Gradient evaluations: ``grad_evals`` counts the applied jobs, ``grads_per_step(hp) * Q`` each;
+``grad_evals_dropped`` the jobs that finished but were never applied (dropped as too stale, or
+the unsampled jobs of a ``train_all`` round: ``Trace.cumulative()["discarded"]``), at the same
+price (their batches are not drawn here: a discarded job's result does not matter, its cost
+does); ``grad_evals_total`` is their sum, the compute the clients spent. Jobs still running at
+the last update are in neither. ``staleness_p95`` is the 95th percentile of the staleness of
+every job applied so far.
 """
 
 from __future__ import annotations
@@ -59,7 +64,10 @@ if TYPE_CHECKING:
     from persafl.partition import Partition
 
 BACKENDS = ("auto", "vectorized", "sequential")
-ROW_PREFIX = ("update", "time", "grad_evals", "staleness_mean", "staleness_max", "dropped")
+ROW_PREFIX = (
+    "update", "time", "grad_evals", "staleness_mean", "staleness_max", "dropped",
+    "grad_evals_dropped", "grad_evals_total", "staleness_p95",
+)  # fmt: skip
 
 
 @dataclass
@@ -354,6 +362,8 @@ class Replay:
         if not evaluation.finite:
             raise _Stop(f"diverged at update {u}: a test loss is non-finite")
         cum = self.cumulative
+        dropped_evals = self.grads_per_job * int(cum["discarded"][u - 1]) if u else 0
+        applied = int(cum["applied_jobs"][u - 1]) if u else 0
         row: dict[str, Any] = {
             "update": u,
             "time": float(self.trace.updates[u - 1].time) if u else 0.0,
@@ -361,6 +371,9 @@ class Replay:
             "staleness_mean": float(cum["staleness_mean"][u - 1]) if u else float("nan"),
             "staleness_max": int(cum["staleness_max"][u - 1]) if u else 0,
             "dropped": int(cum["dropped"][u - 1]) if u else 0,
+            "grad_evals_dropped": dropped_evals,
+            "grad_evals_total": self.result.grad_evals + dropped_evals,
+            "staleness_p95": self.trace.staleness_quantile(0.95, applied) if u else float("nan"),
             **evaluation.metrics,
         }
         self.result.rows.append(row)

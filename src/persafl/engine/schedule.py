@@ -188,17 +188,33 @@ class Trace:
     def cumulative(self) -> dict[str, np.ndarray]:
         """Per update k (index 0..N-1), statistics over updates 0..k, for metrics rows.
 
-        Keys: ``staleness_mean``, ``staleness_max``, ``dropped`` (cumulative drops).
+        Keys: ``staleness_mean``, ``staleness_max``, ``dropped`` (cumulative drops),
+        ``discarded`` (cumulative finished jobs whose result was never applied: the drops, plus
+        the unsampled jobs of a ``train_all`` barrier round) and ``applied_jobs`` (cumulative
+        jobs applied): the compute axis counts both (:mod:`persafl.timeaxis`).
         """
         sums = np.array([sum(u.version - s for s in u.start_versions) for u in self.updates])
         counts = np.array([len(u.start_versions) for u in self.updates])
         maxima = np.array([max(u.version - s for s in u.start_versions) for u in self.updates])
         dropped = np.array(self.dropped_until or (0,) * len(self.updates), dtype=np.int64)
+        discarded = dropped.copy()
+        if self.config.model == "barrier" and self.config.train_all:
+            # every user trains each round; only the sampled ones are aggregated
+            rounds = np.arange(1, len(self.updates) + 1, dtype=np.int64)
+            discarded += rounds * (self.num_clients - counts)
         return {
             "staleness_mean": np.cumsum(sums) / np.cumsum(counts),
             "staleness_max": np.maximum.accumulate(maxima),
             "dropped": dropped,
+            "discarded": discarded,
+            "applied_jobs": np.cumsum(counts),
         }
+
+    def staleness_quantile(self, q: float, jobs: int | None = None) -> float:
+        """Quantile ``q`` (0..1, numpy's linear rule) of the staleness of the first ``jobs``
+        applied jobs (all by default); NaN when there are none."""
+        values = self.staleness()[:jobs]
+        return float(np.quantile(values, q)) if values.size else float("nan")
 
     def summary(self) -> dict[str, Any]:
         """The ``trace`` block of summary.json."""
@@ -207,8 +223,11 @@ class Trace:
             "wait_time": self.wait_time,
             "staleness_mean": self.mean_staleness,
             "staleness_max": self.max_staleness,
+            "staleness_p95": self.staleness_quantile(0.95),
             "num_updates": self.num_updates,
             "jobs_started": self.jobs_started,
+            "jobs_applied": int(sum(len(u.clients) for u in self.updates)),
+            "jobs_discarded": int(self.cumulative()["discarded"][-1]) if self.updates else 0,
         }
 
 
