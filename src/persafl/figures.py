@@ -8,6 +8,8 @@ Usage::
         --dataset D [--partition P] --out paper_figures/fig_staleness_D.pdf
     python -m persafl.figures partition --counts results/tables/partition_D.csv \
         [--title TEXT] --out paper_figures/fig_partition_D.pdf
+    python -m persafl.figures regime --summary results/tables/regime/dataset~D/summary.csv \
+        --dataset D --out paper_figures/fig_regime_D.pdf
     python -m persafl.figures table --table results/tables/table_final.csv \
         --out results/report/table_final.html
 
@@ -102,7 +104,10 @@ def _parser() -> argparse.ArgumentParser:
     part = sub.add_parser("partition", help="clients x classes heat map")
     part.add_argument("--counts", type=Path, required=True)
     part.add_argument("--title")
-    for p in (acc, stale, part):
+    regime = sub.add_parser("regime", help="accuracy and win rate vs samples per client")
+    regime.add_argument("--summary", type=Path, required=True)
+    regime.add_argument("--dataset", required=True)
+    for p in (acc, stale, part, regime):
         p.add_argument("--out", type=Path, required=True, help="PDF path; PNG written beside")
         p.add_argument(
             "--expect",
@@ -124,6 +129,10 @@ def build_figure(args: argparse.Namespace) -> Figure:
         final = read_table(args.final, FINAL_COLUMNS)
         check_runs(final, args.dataset, expect.get("runs"), args.final)
         return staleness_figure(final, args.dataset, args.partition)
+    if args.figure == "regime":  # issue 14's study (persafl.regime, persafl.plot_regime)
+        from persafl.plot_regime import SUMMARY_COLUMNS, regime_figure
+
+        return regime_figure(read_table(args.summary, SUMMARY_COLUMNS), args.dataset)
     counts = validate_partition_counts(read_table(args.counts, ("client",)), args.counts)
     clients = expect.get("clients")
     if clients is not None and len(counts) != clients:

@@ -55,6 +55,7 @@ TABLE_OPTIONS: dict[str, str] = {
     "accuracy": "--curves",
     "staleness": "--final",
     "partition": "--counts",
+    "regime": "--summary",
 }
 # paper_figures copy -> the aggregated table it copies
 TABLE_COPIES: dict[str, str] = {
@@ -113,6 +114,10 @@ def figure_specs(cfg: Mapping[str, Any]) -> list[FigureSpec]:
             ),
             FigureSpec("partition", dataset, f"{TABLES_DIR}/partition_{dataset}.csv"),
         ]
+    # the regime study's figures (issue 14), drawn from its committed tables (config/regime.yaml)
+    for dataset in cfg["figures"].get("regime", []):
+        table = f"{TABLES_DIR}/regime/dataset~{dataset}/summary.csv"
+        specs.append(FigureSpec("regime", dataset, table, {"dataset": dataset}))
     return specs
 
 
