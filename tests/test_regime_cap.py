@@ -90,3 +90,24 @@ def test_label_masked_baseline_equals_a_hand_computation():
     assert float(correct.double().mean()) == pytest.approx(2 / 3)
     # unmasked, the global model gets 1 of 3 (predictions 0, 2, 1)
     assert (logits.argmax(-1) == labels).tolist() == [False, False, True]
+
+
+def test_client_baselines_on_a_zero_model():
+    """All logits equal: the masked model predicts the client's smallest train label, the
+    unmasked one label 0; fine-tuning with step size zero leaves the model as it is."""
+    from persafl.baselines import client_baselines
+    from persafl.models import build_model
+
+    model = build_model("logistic", (4,), 5)
+    zero = {k: torch.zeros_like(v) for k, v in model.named_parameters()}
+    x = torch.randn(12, 4)
+    y = torch.tensor([2, 3, 2, 3, 2, 3, 0, 1, 0, 1, 4, 4])
+    train = [np.array([0, 1, 2, 3]), np.array([6, 7])]
+    test = [np.array([4, 5, 10]), np.array([8, 9, 11])]
+    hp = {"batch_size": 2, "local_lr": 0.1, "personal_lr": 0.0, "inner_steps": 2}
+    out = client_baselines(model, hp, zero, x, y, train, test, 5, seed=0, update_index=3)
+    # client 0 holds {2, 3}: predicts 2 on test labels 2, 3, 4 -> 1/3; client 1 holds {0, 1}:
+    # predicts 0 on test labels 0, 1, 4 -> 1/3
+    np.testing.assert_allclose(out["masked_acc"], [1 / 3, 1 / 3])
+    # unmasked (fine-tuned by 0): label 0 everywhere -> 0 and 1/3
+    np.testing.assert_allclose(out["finetune_acc"], [0.0, 1 / 3])
