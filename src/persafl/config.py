@@ -42,7 +42,13 @@ class ConfigError(ValueError):
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "dataset": {"name": "synthetic", "root": "data", "params": {}},
-    "partition": {"scheme": "natural", "num_clients": None, "test_fraction": 0.25, "params": {}},
+    "partition": {
+        "scheme": "natural",
+        "num_clients": None,
+        "test_fraction": 0.25,
+        "params": {},
+        "max_train_samples": None,  # per-client train cap (stratified); None: no cap
+    },
     "model": {"name": "mlp", "params": {}},
     "method": {"name": "afl", "hp": {}},
     "schedule": {},
@@ -120,6 +126,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "partition.num_clients": _optional_int(1),
     "partition.test_fraction": _fraction,
     "partition.params": _mapping,
+    "partition.max_train_samples": _optional_int(1),
     "model.name": _string,
     "model.params": _mapping,
     "method.name": _string,

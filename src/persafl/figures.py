@@ -10,6 +10,8 @@ Usage::
         [--title TEXT] --out paper_figures/fig_partition_D.pdf
     python -m persafl.figures tuning --table results/tables/tuning_D.csv --dataset D \
         --out paper_figures/fig_tuning_D.pdf
+    python -m persafl.figures regime --summary results/tables/regime/dataset~D/summary.csv \
+        --dataset D --out paper_figures/fig_regime_D.pdf
     python -m persafl.figures table --table results/tables/table_final.csv \
         --out results/report/table_final.html
     python -m persafl.figures axes --curves results/tables/staleness/curves.csv \
@@ -110,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     part = sub.add_parser("partition", help="clients x classes heat map")
     part.add_argument("--counts", type=Path, required=True)
     part.add_argument("--title")
+    regime = sub.add_parser("regime", help="accuracy and win rate vs samples per client")
+    regime.add_argument("--summary", type=Path, required=True)
+    regime.add_argument("--dataset", required=True)
     tune = sub.add_parser("tuning", help="validation accuracy over the tuning grids")
     tune.add_argument("--table", type=Path, required=True, help="results/tables/tuning_D.csv")
     tune.add_argument("--dataset", required=True)
@@ -126,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     bounds.add_argument("--dataset", required=True)
     for p in (axes, timed, bounds):
         p.add_argument("--out", type=Path, required=True, help="PDF path; PNG written beside")
-    for p in (acc, stale, part, tune):
+    for p in (acc, stale, part, tune, regime):
         p.add_argument("--out", type=Path, required=True, help="PDF path; PNG written beside")
         p.add_argument(
             "--expect",
@@ -163,6 +168,10 @@ def build_figure(args: argparse.Namespace) -> Figure:
 
         return tuning_figure(read_table(args.table, ("dataset", "method", "val_acc_mean")),
                              args.dataset)
+    if args.figure == "regime":  # issue 14's study (persafl.regime, persafl.plot_regime)
+        from persafl.plot_regime import SUMMARY_COLUMNS, regime_figure
+
+        return regime_figure(read_table(args.summary, SUMMARY_COLUMNS), args.dataset)
     counts = validate_partition_counts(read_table(args.counts, ("client",)), args.counts)
     clients = expect.get("clients")
     if clients is not None and len(counts) != clients:

@@ -63,6 +63,7 @@ TABLE_OPTIONS: dict[str, str] = {
     "axes": "--curves",
     "time": "--curves",
     "bounds": "--table",
+    "regime": "--summary",
 }
 STUDY_TABLES = f"{TABLES_DIR}/staleness"
 STUDY_TABLE_NAMES = ("table_time", "table_bounds")
@@ -123,6 +124,10 @@ def figure_specs(cfg: Mapping[str, Any]) -> list[FigureSpec]:
             ),
             FigureSpec("partition", dataset, f"{TABLES_DIR}/partition_{dataset}.csv"),
         ]
+    # the regime study's figures (issue 14), drawn from its committed tables (config/regime.yaml)
+    for dataset in cfg["figures"].get("regime", []):
+        table = f"{TABLES_DIR}/regime/dataset~{dataset}/summary.csv"
+        specs.append(FigureSpec("regime", dataset, table, {"dataset": dataset}))
     from persafl.tuning import tuned_datasets  # the tuning grids' figures (persafl.tuning)
 
     specs += [FigureSpec("tuning", d, f"{TABLES_DIR}/tuning_{d}.csv", {"dataset": d})

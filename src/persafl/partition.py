@@ -20,6 +20,11 @@ The split then sends, per client and class, round(test_fraction * n) samples in 
 each class within one sample of its exact share (largest remainders), so a client's test labels
 follow its train labels.
 
+``max_train_samples`` (optional, any scheme) then caps every client's TRAIN split at that many
+samples, stratified the same way (:func:`cap_train`: each class within one sample of its share
+of the cap, drawn by ``generator(seed, "cap", client)``); the test split stays whole, so one
+base partition swept over caps differs only in how much each client trains on.
+
 Files (:mod:`persafl.partition_io`): ``save_partition`` writes ``<name>.npz`` and
 ``<name>.json`` (scheme, params, samples and classes per client).
 CLI: ``python -m persafl.partition --config run.yaml --out partition.npz`` also writes
@@ -195,6 +200,25 @@ def stratified_split(
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+def cap_train(
+    indices: np.ndarray, labels: np.ndarray, cap: int, rng: np.random.Generator
+) -> np.ndarray:
+    """At most ``cap`` of one client's train ``indices`` (sorted), stratified by label.
+
+    Class c keeps its share ``cap * n_c / n`` of the cap (largest remainders, so within one
+    sample of it) as a random subset: the capped client sees the same label mix as uncapped.
+    The per-class permutations do not depend on ``cap``, so a smaller cap's subset of a class
+    is a prefix of a larger cap's.
+    """
+    if len(indices) <= cap:
+        return indices.copy()
+    client_labels = labels[indices]
+    classes, counts = np.unique(client_labels, return_counts=True)
+    perms = [rng.permutation(indices[client_labels == c]) for c in classes]
+    keep = _split_sizes(cap, counts.astype(np.float64), 0)
+    return np.sort(np.concatenate([p[:k] for p, k in zip(perms, keep, strict=True)]))
+
+
 def partition_dataset(
     labels: np.ndarray,
     groups: np.ndarray | None,
@@ -203,6 +227,7 @@ def partition_dataset(
     seed: int,
     test_fraction: float = 0.25,
     num_classes: int | None = None,
+    max_train_samples: int | None = None,
     **scheme_params: float,
 ) -> Partition:
     """Assign every sample to one client's train or test split (see the module docstring).
@@ -253,6 +278,14 @@ def partition_dataset(
             f"training samples from {len(labels)} samples; lower num_clients"
         )
     params = {**scheme_params, "seed": seed, "test_fraction": test_fraction}
+    if max_train_samples is not None:
+        if max_train_samples < 1:
+            raise ValueError(f"max_train_samples must be >= 1, got {max_train_samples}")
+        train = [
+            cap_train(tr, labels, max_train_samples, generator(seed, "cap", client))
+            for client, tr in enumerate(train)
+        ]
+        params["max_train_samples"] = int(max_train_samples)
     return Partition(train=train, test=test, num_classes=num_classes, scheme=scheme, params=params)
 
 
@@ -290,6 +323,7 @@ def build_partition(config: dict[str, Any], data: Any) -> Partition:
         config["seed"],
         test_fraction=part_cfg["test_fraction"],
         num_classes=data.num_classes,
+        max_train_samples=part_cfg.get("max_train_samples"),
         **part_cfg["params"],
     )
 

@@ -304,6 +304,12 @@ def partition_run_config(cfg: Mapping[str, Any], dataset: str, partition: str, s
             "num_clients": part["num_clients"],
             "test_fraction": part["test_fraction"],
             "params": dict(part["params"]),
+            # only when set: configs without a cap keep their resolved JSON (no rerun)
+            **(
+                {"max_train_samples": part["max_train_samples"]}
+                if part.get("max_train_samples") is not None
+                else {}
+            ),
         },
         # constant: a valid run config needs a schedule; the partition does not read it
         "schedule": {"model": "delay", "staleness_bound": 0, "num_updates": 1},

@@ -38,7 +38,16 @@ from persafl.run_files import write_run_outputs
 log = logging.getLogger("persafl.train")
 
 METRICS_COLUMNS = (*ROW_PREFIX, *METRIC_COLUMNS)
-CLIENT_COLUMNS = ("client", "n_train", "n_test", "global_acc", "personal_acc", "majority_acc")
+CLIENT_COLUMNS = (
+    "client",
+    "n_train",
+    "n_test",
+    "global_acc",
+    "personal_acc",
+    "majority_acc",
+    "masked_acc",  # persafl.baselines: label-masked final server model (NaN for local)
+    "finetune_acc",  # persafl.baselines: final server model fine-tuned on TRAIN data
+)
 
 
 def git_commit() -> str:
@@ -57,8 +66,35 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _client_rows(partition: Any, result: RunResult) -> list[dict[str, Any]]:
+def _baselines(run: Any, result: RunResult) -> dict[str, np.ndarray]:
+    """Per-client baselines of the final server model (:mod:`persafl.baselines`); NaN for
+    ``local`` (no server model) and for a run that did not complete."""
+    from persafl.baselines import BASELINE_COLUMNS, client_baselines
+
+    clients = len(run.partition.test)
+    if result.server is None or result.status != "completed":
+        return {name: np.full(clients, np.nan) for name in BASELINE_COLUMNS}
+    config, data = run.config, run.data
+    server = {k: v.detach().cpu() for k, v in result.server.items()}
+    return client_baselines(
+        run.model,
+        config["method"]["hp"],
+        server,
+        data.x,
+        data.y,
+        run.partition.train,
+        run.partition.test,
+        data.num_classes,
+        config["seed"],
+        result.updates_applied,
+    )
+
+
+def _client_rows(
+    partition: Any, result: RunResult, baselines: dict[str, np.ndarray] | None = None
+) -> list[dict[str, Any]]:
     last = result.last
+    baselines = baselines or {}
     rows = []
     for client, (train, test) in enumerate(zip(partition.train, partition.test, strict=True)):
         rows.append(
@@ -69,6 +105,10 @@ def _client_rows(partition: Any, result: RunResult) -> list[dict[str, Any]]:
                 "global_acc": float(last.global_acc[client]) if last else float("nan"),
                 "personal_acc": float(last.personal_acc[client]) if last else float("nan"),
                 "majority_acc": float(last.majority_acc[client]) if last else float("nan"),
+                **{
+                    name: float(values[client]) if last else float("nan")
+                    for name, values in baselines.items()
+                },
             }
         )
     return rows
@@ -157,7 +197,7 @@ def _write(run: Any, result: RunResult, group_wall: float, group_size: int) -> N
     write_run_outputs(
         out,
         result.rows,
-        _client_rows(run.partition, result),
+        _client_rows(run.partition, result, _baselines(run, result)),
         summary,
         metrics_columns=METRICS_COLUMNS,
         client_columns=CLIENT_COLUMNS,

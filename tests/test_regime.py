@@ -1,0 +1,109 @@
+"""persafl.regime: per-client win rate, paired differences and the regime tables (issue 14)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from persafl import regime
+
+
+def _clients(seeds=(0, 1)) -> pd.DataFrame:
+    rows = []
+    for seed in seeds:
+        shift = 0.01 * seed
+        local = [0.9, 0.9, 0.1]
+        afl = [0.5, 0.5, 0.5]
+        method = [0.8, 0.8, 0.95]
+        for client in range(3):
+            rows.append(
+                {
+                    "dataset": "d",
+                    "skew": "pathological-2",
+                    "cap": "10",
+                    "seed": seed,
+                    "client": client,
+                    "n_train": 10,
+                    "n_test": 5,
+                    "local": local[client],
+                    "afl": afl[client],
+                    "persafl_me": method[client] + shift,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_win_rate_is_per_client_not_from_means():
+    clients = _clients()
+    # the method beats both MEANS (0.85 > 0.63 local, 0.50 A-FL) ...
+    assert clients["persafl_me"].mean() > clients[["local", "afl"]].mean().max()
+    summary = regime.summary_table(clients).set_index("method")
+    # ... but exceeds max(local, A-FL) of the same client on one client in three
+    assert summary.loc["persafl_me", "win_rate"] == pytest.approx(1 / 3)
+    # paired difference: per client acc - max(local, afl), averaged over clients per seed
+    per_seed = [np.mean([0.8 - 0.9, 0.8 - 0.9, 0.95 - 0.5]) + 0.01 * s for s in (0, 1)]
+    assert summary.loc["persafl_me", "diff_mean"] == pytest.approx(np.mean(per_seed))
+    lo, hi = summary.loc["persafl_me", ["diff_lo", "diff_hi"]]
+    half = 4.303 * 0 + 12.706 * np.std(per_seed, ddof=1) / np.sqrt(2)  # t(0.975, 1 dof)
+    assert (lo, hi) == pytest.approx((np.mean(per_seed) - half, np.mean(per_seed) + half))
+    # the references themselves have no win rate
+    assert np.isnan(summary.loc["local", "win_rate"]) and np.isnan(summary.loc["afl", "win_rate"])
+
+
+def test_ties_do_not_win():
+    clients = _clients(seeds=(0,))
+    clients["persafl_me"] = clients[["local", "afl"]].max(axis=1)
+    summary = regime.summary_table(clients).set_index("method")
+    assert summary.loc["persafl_me", "win_rate"] == 0.0
+
+
+def test_labels_of_partition_configs():
+    assert regime.skew_label({"scheme": "dirichlet", "params": {"dirichlet_alpha": 0.1}}) == (
+        "dirichlet-0.1"
+    )
+    part = {"scheme": "pathological", "params": {"classes_per_client": 2}}
+    assert regime.skew_label(part) == "pathological-2" and regime.cap_label(part) == "all"
+    assert regime.cap_label({**part, "max_train_samples": 30}) == "30"
+
+
+def test_client_rows_of_an_afl_run_carry_the_baselines():
+    clients = pd.DataFrame(
+        {
+            "client": [0],
+            "n_train": [10],
+            "n_test": [4],
+            "global_acc": [0.5],
+            "personal_acc": [0.5],
+            "majority_acc": [0.25],
+            "masked_acc": [0.75],
+            "finetune_acc": [1.0],
+        }
+    )
+    identity = {"dataset": "d", "partition": "p", "method": "afl", "seed": 0}
+    long = pd.DataFrame(regime.client_rows(identity, {"skew": "s", "cap": "10"}, clients))
+    wide = regime.clients_table(long)
+    assert wide.loc[0, ["afl", "afl_finetune", "afl_masked", "majority"]].tolist() == [
+        0.5,
+        1.0,
+        0.75,
+        0.25,
+    ]
+
+
+def test_the_regime_config_is_valid_and_one_partition_per_skew_and_cap():
+    from persafl import sweep
+
+    cfg = sweep.load_sweep_config(["config/regime.yaml"])
+    regime.check_regime(cfg)
+    labels = regime.partition_labels(cfg, "fashion_mnist")
+    assert {v["cap"] for v in labels.values()} == {"10", "30", "100", "300", "1000", "all"}
+    assert {v["skew"] for v in labels.values()} == {
+        "pathological-2",
+        "dirichlet-0.1",
+        "dirichlet-0.5",
+    }
+    run = sweep.run_config(cfg, "fashion_mnist", "dir0.1_n30", "afl", 4, 0)
+    assert run["partition"]["max_train_samples"] == 30
+    base = sweep.run_config(cfg, "fashion_mnist", "dir0.1_all", "afl", 4, 0)
+    assert "max_train_samples" not in base["partition"]
