@@ -221,13 +221,16 @@ def bounds_figure(table: pd.DataFrame, dataset: str) -> Figure:
             values = sel["idle_share"] if policy_wait else sel["dropped_share"]
             ax.plot(sel["tau"], 100 * values, color=colors[s], marker="o",
                     ls=":" if policy_wait else "-")
-        ax.set_title("(b) jobs dropped (—), time idle (···)")
+        ax.set_title("(b) dropped / idle share")
+        ax.legend(handles=[Line2D([], [], color="0.3", marker="o", label="jobs dropped"),
+                           Line2D([], [], color="0.3", marker="o", ls=":",
+                                  label="client time idle (wait)")], loc="lower left")
         ax.set_ylabel("share (%)")
         ax.set_ylim(bottom=0)
         ax = axes[0][2]
         base = plain[0]
         for method in methods:
-            for s, color in ((base, "0.1"), *((a, "#CC79A7") for a in adapted)):
+            for s, color in ((base, "0.1"), *((a, "0.6") for a in adapted)):
                 sel = rows[(rows["setting"] == s) & (rows["method"] == method)].sort_values("tau")
                 if sel.empty:
                     continue
@@ -235,7 +238,7 @@ def bounds_figure(table: pd.DataFrame, dataset: str) -> Figure:
                 ax.plot(sel["tau"], 100 * sel["acc_updates_mean"], color=color, marker="o",
                         ms=2.5, ls=METHOD_STYLES.get(method, "-"),
                         label=f"{method_label(method)}, {step}")
-        ax.set_title("(c) server step vs bound (exp., drop)")
+        ax.set_title("(c) server step (exp., drop)")
         ax.set_ylabel("test accuracy at equal updates (%)")
         ax.legend(loc="lower left")
         for c, (column, title) in enumerate((
