@@ -172,15 +172,22 @@ def load_study_of(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
 
     The path is relative to the working directory, else to this checkout.
     """
-    path = cfg.get("staleness_study")
-    if not path:
+    found = study_path(cfg)
+    if found is None:
         return None
     from persafl import timestudy
 
-    found = Path(path)
-    if not found.is_file():
-        found = Path(__file__).resolve().parents[2] / path
     return timestudy.load_study(found)
+
+
+def study_path(cfg: Mapping[str, Any]) -> Path | None:
+    """The study config file named by ``staleness_study`` (working directory, else this
+    checkout), or None."""
+    path = cfg.get("staleness_study")
+    if not path:
+        return None
+    found = Path(path)
+    return found if found.is_file() else Path(__file__).resolve().parents[2] / path
 
 
 def study_specs(cfg: Mapping[str, Any]) -> list[FigureSpec]:
@@ -325,6 +332,9 @@ def build_manifest(
         entry = _file_entry(path, root)
         tables.append({**entry, "table": table})
     repo = Path(repo)
+    study = study_path(cfg)
+    if study is not None:  # the study's own config is an input of its figures: record it too
+        config_files = [*config_files, study]
     return {
         "format": MANIFEST_FORMAT,
         "config": {

@@ -26,7 +26,6 @@ from persafl.style import (
     DOUBLE_COLUMN_WIDTH,
     RC_PARAMS,
     dataset_label,
-    method_color,
     method_label,
     sort_methods,
 )
@@ -145,14 +144,16 @@ def time_figure(curves: pd.DataFrame, dataset: str) -> Figure:
                             label=rf"async, $\tau_{{\max}}$ = {tau}")
                     drawn.append(mean["mean"].to_numpy())
                     end = max(end, float(xs[-1]))
-                runs = sync[(sync["method"] == method) & (sync["speed"] == speed)]
-                xs = common_grid(runs, "time", GRID_POINTS)
-                mean = mean_curve(runs, "time", "headline_acc", xs)
-                keep = mean["x"] <= end
-                per_round = int(runs["clients_per_round"].iloc[0])
-                ax.plot(mean["x"][keep], 100 * mean["mean"][keep], color="black", ls="--",
-                        lw=1.2, label=f"sync, {per_round} clients per round")
-                drawn.append(mean["mean"][keep].to_numpy())
+                here = sync[(sync["method"] == method) & (sync["speed"] == speed)]
+                for runs in (g for _, g in here.groupby("clients_per_round")):
+                    xs = common_grid(runs, "time", GRID_POINTS)
+                    mean = mean_curve(runs, "time", "headline_acc", xs)
+                    keep = mean["x"] <= end
+                    per_round = int(runs["clients_per_round"].iloc[0])
+                    ax.plot(mean["x"][keep], 100 * mean["mean"][keep], color="black",
+                            ls=SYNC_STYLES[per_round == max(sync["clients_per_round"])],
+                            lw=1.2, label=f"sync, {per_round} clients per round")
+                    drawn.append(mean["mean"][keep].to_numpy())
                 ax.set_xlim(0, end)
                 ax.grid(True)
                 if r == 0:
@@ -164,11 +165,16 @@ def time_figure(curves: pd.DataFrame, dataset: str) -> Figure:
             grid[r][0].set_ylim(*_accuracy_limits(drawn))
         fig.suptitle(f"{dataset_label(dataset)}: synchronous vs asynchronous on one virtual "
                      "clock (policy drop); seed mean", fontsize=9)
-        handles, labels = grid[0][0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels))
+        labelled = {}
+        for ax in grid[0]:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                labelled.setdefault(label, handle)
+        fig.legend(list(labelled.values()), list(labelled), loc="outside lower center",
+                   ncol=min(len(labelled), 4))
     return fig
 
 
+SYNC_STYLES = {False: "--", True: ":"}  # sampled rounds dashed; full participation dotted
 SPEED_TITLES = {
     "exponential": "exponential job times",
     "lognormal": "log-normal job times",
@@ -215,19 +221,25 @@ def bounds_figure(table: pd.DataFrame, dataset: str) -> Figure:
             values = sel["idle_share"] if policy_wait else sel["dropped_share"]
             ax.plot(sel["tau"], 100 * values, color=colors[s], marker="o",
                     ls=":" if policy_wait else "-")
-        ax.set_title("(b) jobs dropped (—), time idle (···)")
+        ax.set_title("(b) dropped / idle share")
+        ax.legend(handles=[Line2D([], [], color="0.3", marker="o", label="jobs dropped"),
+                           Line2D([], [], color="0.3", marker="o", ls=":",
+                                  label="client time idle (wait)")], loc="lower left")
         ax.set_ylabel("share (%)")
         ax.set_ylim(bottom=0)
         ax = axes[0][2]
         base = plain[0]
         for method in methods:
-            for s, ls in ((base, "-"), *((a, "--") for a in adapted)):
+            for s, color in ((base, "0.1"), *((a, "0.6") for a in adapted)):
                 sel = rows[(rows["setting"] == s) & (rows["method"] == method)].sort_values("tau")
-                ax.plot(sel["tau"], 100 * sel["acc_updates_mean"], color=method_color(method),
-                        ls=ls, marker="o", label=f"{method_label(method)}, "
-                        + ("server_lr 1" if s == base else r"server_lr $/\sqrt{1+\tau}$"))
-        ax.set_title("(c) server step and bound")
-        ax.set_ylabel("accuracy at equal updates (%)")
+                if sel.empty:
+                    continue
+                step = "server_lr 1" if s == base else r"server_lr $1/\sqrt{1+\tau}$"
+                ax.plot(sel["tau"], 100 * sel["acc_updates_mean"], color=color, marker="o",
+                        ms=2.5, ls=METHOD_STYLES.get(method, "-"),
+                        label=f"{method_label(method)}, {step}")
+        ax.set_title("(c) server step (exp., drop)")
+        ax.set_ylabel("test accuracy at equal updates (%)")
         ax.legend(loc="lower left")
         for c, (column, title) in enumerate((
             ("acc_updates_mean", "(d) at equal server updates"),
@@ -247,6 +259,7 @@ def bounds_figure(table: pd.DataFrame, dataset: str) -> Figure:
         for ax in axes.flat:
             ax.set_xscale("symlog", base=2, linthresh=1, linscale=0.5)
             ax.set_xticks(taus, [str(t) for t in taus])
+            ax.set_xlim(min(taus) - 0.3, 1.2 * max(taus))
             ax.minorticks_off()
             ax.grid(True)
         for ax in axes[1]:
@@ -256,7 +269,6 @@ def bounds_figure(table: pd.DataFrame, dataset: str) -> Figure:
         handles += [Line2D([], [], color="0.3", ls=METHOD_STYLES.get(m, "-"),
                            label=method_label(m)) for m in methods]
         fig.legend(handles=handles, loc="outside lower center", ncol=4)
-        fig.suptitle(f"{dataset_label(dataset)}: what a staleness bound does (seed means; "
-                     "(e), (f): at the shortest run of each setting; clock settings only)",
-                     fontsize=9)
+        fig.suptitle(f"{dataset_label(dataset)}: what a staleness bound does (seed means; (e), "
+                     "(f): clock settings, at each setting's shortest run)", fontsize=9)
     return fig

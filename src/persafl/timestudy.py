@@ -178,7 +178,7 @@ def run_config(cfg: Mapping[str, Any], run: StudyRun) -> dict[str, Any]:
         "model": copy.deepcopy(ds["model"]),
         "method": {"name": run.method, "hp": hp},
         "schedule": schedule,
-        "eval": {"every": ds["eval_every"]},
+        "eval": {"every": setting.get("eval_every", ds["eval_every"])},
         "backend": cfg["backend"],
         "device": cfg["device"],
         "threads": cfg["threads"],

@@ -11,12 +11,13 @@ Written into ``--out-dir`` (``results/tables/staleness/``, committed):
 - ``table_bounds.{csv,md}``: per (data set, setting, method, bound), over seeds: achieved
   staleness (mean, p95, max), drops and the share of finished jobs dropped, the idle share of
   client time, and the headline accuracy at three equal budgets: the same number of updates
-  (the last), the same virtual time and the same client computation. The equal time (compute)
-  of a (data set, setting) is the smallest final time (``grad_evals_total``) over its runs, so
-  every run is read inside its own range.
-- ``table_time.{csv,md}``: time to a target accuracy, synchronous rounds against every
+  (the last), the same virtual time and the same client computation. The equal time of a (data
+  set, setting) is the smallest final virtual time over its runs, the equal computation of a
+  (data set, setting, method) the smallest final ``grad_evals_total`` over its runs, so every
+  run is read inside its own range.
+- ``table_time.{csv,md}``: time to a target accuracy, each synchronous setting against every
   asynchronous setting of the same speed distribution and bound, per data set and method. The
-  target is ``target_fraction`` x the best seed-mean accuracy of the synchronous run (its seed-
+  target is ``target_fraction`` x the best seed-mean accuracy of the synchronous setting (its seed-
   mean curve on a grid of ``grid_points`` virtual times); a curve's time to it is the first
   virtual time its seed-mean curve reaches it (linear between grid points,
   :func:`persafl.timeaxis.crossing`); ``ratio`` = async time / sync time (< 1: async faster).
@@ -71,7 +72,9 @@ def study_tables(cfg: Mapping[str, Any], root: str) -> tuple[pd.DataFrame, pd.Da
         runs = load_runs([run_dir(r, root) for r in group_runs(cfg, group)])
         c, f = curves_table(runs), final_table(runs)
         extra = {tuple(r.identity[k] for k in IDENTITY): r for r in runs}
-        head = pd.DataFrame([_setting_columns(cfg, group.setting, runs[0].summary)] * len(c))
+        by_run = {key: _setting_columns(cfg, group.setting, run.summary)
+                  for key, run in extra.items()}  # server_lr may depend on the bound
+        head = pd.DataFrame([by_run[tuple(k)] for k in c[list(IDENTITY)].itertuples(index=False)])
         curves.append(pd.concat([head, c[list(IDENTITY) + list(CURVE_COLUMNS)]], axis=1))
         rows = []
         for key in f[list(IDENTITY)].itertuples(index=False):
@@ -83,7 +86,7 @@ def study_tables(cfg: Mapping[str, Any], root: str) -> tuple[pd.DataFrame, pd.Da
                 "staleness_p95_run": float(trace["staleness_p95"]),
                 "jobs_started": int(trace["jobs_started"]),
             })
-        head = pd.DataFrame([_setting_columns(cfg, group.setting, runs[0].summary)] * len(f))
+        head = pd.DataFrame([by_run[tuple(k)] for k in f[list(IDENTITY)].itertuples(index=False)])
         keep = [*IDENTITY, *CURVE_COLUMNS, "wait_time", "wall_seconds", "best_headline_acc"]
         finals.append(pd.concat([head, f[keep], pd.DataFrame(rows)], axis=1))
     return pd.concat(curves, ignore_index=True), pd.concat(finals, ignore_index=True)
@@ -96,9 +99,10 @@ def bounds_table(curves: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
     for (dataset, setting), runs in ok.groupby(["dataset", "setting"], sort=False):
         cur = curves[(curves["dataset"] == dataset) & (curves["setting"] == setting)]
         cur = cur[cur["status"] != "diverged"]
-        equal_time = float(runs["time"].min())
-        equal_compute = float(runs["grad_evals_total"].min())
+        equal_time = float(runs["time"].min())  # the traces do not depend on the method
         for (method, tau), cell in runs.groupby(["method", "tau"], sort=True):
+            # a method's job costs its own number of gradients: equal computation per method
+            equal_compute = float(runs[runs["method"] == method]["grad_evals_total"].min())
             c = cur[(cur["method"] == method) & (cur["tau"] == tau)]
             clients = cell["applied_jobs"] + cell["dropped"]
             first = cell.iloc[0]
@@ -133,7 +137,9 @@ def time_table(curves: pd.DataFrame, target_fraction: float, points: int) -> pd.
     rows = []
     for (dataset, method), cur in curves.groupby(["dataset", "method"], sort=False):
         cur = cur[cur["status"] != "diverged"]
-        for speed, sync in cur[cur["sync"].astype(bool)].groupby("speed", sort=False):
+        synchronous = cur[cur["sync"].astype(bool)]
+        for sync_setting, sync in synchronous.groupby("setting", sort=False):
+            speed = sync["speed"].iloc[0]
             grid = common_grid(sync, "time", points)
             sync_mean = mean_curve(sync, "time", "headline_acc", grid)
             target = target_fraction * float(sync_mean["mean"].max())
@@ -145,6 +151,7 @@ def time_table(curves: pd.DataFrame, target_fraction: float, points: int) -> pd.
                 t_async = crossing(m["x"], m["mean"], target)
                 rows.append({
                     "dataset": dataset, "method": method, "speed": speed,
+                    "sync_setting": sync_setting, "sync_label": sync["label"].iloc[0],
                     "setting": setting, "label": runs.iloc[0]["label"], "tau": int(tau),
                     "target_acc": target, "sync_time": t_sync, "async_time": t_async,
                     "ratio": t_async / t_sync if np.isfinite(t_async) else np.nan,
@@ -177,26 +184,29 @@ def bounds_markdown(table: pd.DataFrame) -> str:
     note = ("\nMean over seeds (± std); staleness max: over seeds. Dropped share: of the jobs "
             "that finished (applied + dropped). Idle share: client idle time over clients x "
             "virtual time. Equal updates: the last evaluation; equal time / compute: the "
-            "smallest final virtual time / client gradient evaluations (incl. dropped work) "
-            "over the setting's runs, read off each run's curve (linear between evaluations). "
+            "smallest final virtual time over the setting's runs / client gradient evaluations "
+            "(incl. dropped work) over the setting's runs of the method, read off each run's "
+            "curve (linear between evaluations). "
             "Accuracy: personalized, client-averaged; A-FL: global.\n")
     return "\n".join(lines) + "\n" + note
 
 
 def time_markdown(table: pd.DataFrame) -> str:
-    head = ["Data set", "Method", "Speeds", "Async setting", "τ_max", "Target (%)",
+    head = ["Data set", "Method", "Sync protocol", "Async setting", "τ_max", "Target (%)",
             "Sync time", "Async time", "Async / sync"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * 5) + "|"]
     for r in table.itertuples(index=False):
         async_time = _fmt(r.async_time) if np.isfinite(r.async_time) else (
             f"not reached by {r.async_end_time:.0f}")
         lines.append("| " + " | ".join([
-            dataset_label(r.dataset), method_label(r.method), r.speed, r.label, str(r.tau),
+            dataset_label(r.dataset), method_label(r.method), r.sync_label, r.label, str(r.tau),
             _fmt(r.target_acc, 1, 100), _fmt(r.sync_time), async_time, _fmt(r.ratio, 2),
         ]) + " |")
-    note = ("\nTarget: the stated fraction of the best seed-mean accuracy of the synchronous "
-            "protocol (S = 5 clients per round, sample-weighted average) with the same speed "
-            "distribution. Times in virtual time units (mean job time 1): the first time the "
+    note = ("\nTarget: the stated fraction (config/staleness.yaml: target_fraction) of the "
+            "best seed-mean accuracy of the synchronous protocol (S clients per round, "
+            "sample-weighted average, server_lr 1) it is compared with; the asynchronous "
+            "settings run on the same speed distribution. Times in virtual time units (mean job "
+            "time 1): the first time the "
             "seed-mean curve reaches the target. Async / sync < 1: asynchronous is faster.\n")
     return "\n".join(lines) + "\n" + note
 
