@@ -10,7 +10,7 @@ records them, so the committed figures can be redrawn from the committed tables 
         [--repo .] --out paper_figures/manifest.json FILE...
 
 ``FILE...`` are the paper_figures outputs (figures and table copies); each must be one that
-:func:`figure_specs` / :data:`TABLE_COPIES` names for this config. Paths in the manifest are
+:func:`figure_specs` / :func:`table_copies` names for this config. Paths in the manifest are
 relative to the workflow directory (the folder holding ``paper_figures/`` and ``results/``).
 
 Format (``"format": 2``)::
@@ -61,6 +61,16 @@ TABLE_COPIES: dict[str, str] = {
     f"{FIGURES_DIR}/table_final.{ext}": f"{TABLES_DIR}/table_final.{ext}"
     for ext in ("csv", "md", "tex")
 }
+# with ``figures.anchor``: the synchronous anchor's table (workflow/rules/anchor.smk)
+ANCHOR_COPIES: dict[str, str] = {
+    f"{FIGURES_DIR}/table_anchor.{ext}": f"{TABLES_DIR}/table_anchor.{ext}" for ext in ("csv", "md")
+}
+
+
+def table_copies(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """paper_figures table copy -> the table it copies, for this config."""
+    anchor = bool((cfg.get("figures") or {}).get("anchor", False))
+    return {**TABLE_COPIES, **(ANCHOR_COPIES if anchor else {})}
 
 
 class ManifestError(ValueError):
@@ -118,7 +128,7 @@ def figure_specs(cfg: Mapping[str, Any]) -> list[FigureSpec]:
 
 def paper_outputs(cfg: Mapping[str, Any]) -> list[str]:
     """Every file under paper_figures/ but the manifest, in manifest order."""
-    return [f for spec in figure_specs(cfg) for f in spec.outputs] + list(TABLE_COPIES)
+    return [f for spec in figure_specs(cfg) for f in spec.outputs] + list(table_copies(cfg))
 
 
 def figure_argv(kind: str, table: str | Path, args: Mapping[str, Any], out: str | Path) -> list:
@@ -213,7 +223,7 @@ def build_manifest(
                 }
             )
     tables = []
-    for path, table in TABLE_COPIES.items():
+    for path, table in table_copies(cfg).items():
         entry = _file_entry(path, root)
         tables.append({**entry, "table": table})
     repo = Path(repo)
