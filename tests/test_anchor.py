@@ -35,6 +35,8 @@ export_partition = _script("export_partition")
 
 def test_committed_anchor_config_loads_and_only_the_leaky_run_adapts_on_test():
     cfg = anchor.load_anchor(REPO / "config" / "anchor.yaml")
+    for run in anchor.RUNS:
+        assert 1 <= anchor.rounds_of(cfg, "mnist", run) <= cfg["rounds"]["mnist"]
     sweep_cfg = sweep.load_sweep_config([Path(cfg["sweep_config"])])
     for run in anchor.RUNS:
         config = anchor.anchor_config(sweep_cfg, "synthetic", run, 3, 0)
@@ -52,6 +54,7 @@ def test_committed_anchor_config_loads_and_only_the_leaky_run_adapts_on_test():
         ({"rounds": {"mnist": 0, "synthetic": 5}}, "rounds.mnist"),
         ({"runs": ["fedavg", "scaffold"]}, "scaffold"),
         ({"seeds": [-1]}, "seeds"),
+        ({"max_rounds": {"pfedme": 0}}, "max_rounds"),
         ({"sweep_config": "nowhere.yaml"}, "sweep_config"),
     ],
 )

@@ -1,7 +1,7 @@
 """Parse the pFedMe authors' code's run logs into benchmarks/anchor/pfedme_code.csv.
 
     python benchmarks/anchor/pfedme_results.py --runs /tmp/pfedme_runs --rounds mnist=100 \
-        synthetic=100 --out benchmarks/anchor/pfedme_code.csv
+        synthetic=100 --max-rounds pfedme=50 --out benchmarks/anchor/pfedme_code.csv
 
 Reads ``RUNS/<dataset>-<R>/<Algorithm>/log.txt`` (written by run_pfedme.sh; their results/*.h5
 hold the same numbers but only once a run has finished) and ``wall_seconds.txt`` /
@@ -18,7 +18,8 @@ sample-weighted). What each evaluates:
   (every user trains every round): pFedMe's personalized model as their code measures it;
 - pFedMe "Global": the global model at the start of round t.
 
-A run of R rounds is cut to the anchor's rounds (``--rounds``) when longer: its first rounds
+A run of R rounds is cut to the anchor's rounds (``--rounds``, capped per run by
+``--max-rounds`` as config/anchor.yaml's ``max_rounds``) when longer: its first rounds
 are the same computation as a shorter run. A run that did not reach them is kept with the
 rounds it reached (``complete`` false). Rows: final (the last evaluated round) and best over
 rounds (every round, and only every ``--eval-every``-th round, as ours evaluates). Beside the
@@ -103,14 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=Path, required=True)
     parser.add_argument("--rounds", nargs="+", required=True, help="dataset=R, e.g. mnist=100")
+    parser.add_argument("--max-rounds", nargs="*", default=[], help="run=R, e.g. pfedme=50")
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--out", type=Path, required=True, help="CSV (curves: *_curves.csv)")
     args = parser.parse_args(argv)
     rows, curves = [], []
+    caps = {run: int(r) for run, r in (item.split("=") for item in args.max_rounds)}
     for item in args.rounds:
-        dataset, rounds = item.split("=")
-        for algorithm in LOG_LINES:  # the shortest run at least as long as the anchor's, else
-            runs = sorted(  # the longest
+        dataset, anchor_rounds = item.split("=")
+        for algorithm in LOG_LINES:
+            rounds = min(int(anchor_rounds), caps.get(LOG_LINES[algorithm][0], int(anchor_rounds)))
+            # the shortest run at least as long as the anchor's, else the longest
+            runs = sorted(
                 (int(f.parent.name.rsplit("-", 1)[1]), f)
                 for f in args.runs.glob(f"{dataset}-*/{algorithm}")
                 if (f / "log.txt").is_file()

@@ -35,7 +35,7 @@ RUNS = {
     "perfedavg_leaky": ("persafl_maml_fo", {"adapt_on": "test"}),
     "pfedme": ("persafl_me", {}),
 }
-ANCHOR_KEYS = {"sweep_config", "rounds", "seeds", "eval_every", "datasets", "runs"}
+ANCHOR_KEYS = {"sweep_config", "rounds", "max_rounds", "seeds", "eval_every", "datasets", "runs"}
 
 
 class AnchorError(ValueError):
@@ -57,6 +57,11 @@ def load_anchor(path: str | Path) -> dict[str, Any]:
         rounds = cfg["rounds"].get(dataset) if isinstance(cfg["rounds"], dict) else None
         if not isinstance(rounds, int) or rounds < 1:
             raise AnchorError(f"{path}: rounds.{dataset}: {rounds!r}; expected an integer >= 1")
+    caps = cfg["max_rounds"]
+    if not isinstance(caps, dict) or any(
+        r not in RUNS or not isinstance(n, int) or n < 1 for r, n in caps.items()
+    ):
+        raise AnchorError(f"{path}: max_rounds: {caps!r}; expected {{run: integer >= 1}}")
     seeds = cfg["seeds"]
     if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise AnchorError(f"{path}: seeds: {seeds!r}; expected a list of integers >= 0")
@@ -91,6 +96,11 @@ def anchor_config(
     return resolve_run_config(config)
 
 
+def rounds_of(cfg: dict, dataset: str, run: str) -> int:
+    """The anchor's rounds for ``run`` on ``dataset``: ``rounds``, capped by ``max_rounds``."""
+    return min(cfg["rounds"][dataset], cfg["max_rounds"].get(run, cfg["rounds"][dataset]))
+
+
 def run_dir(dataset: str, run: str, seed: int, root: str = "results/anchor") -> str:
     """``root/dataset~D/partition~P/method~RUN/tau~0/seed~S`` (what aggregate.parse_identity reads)."""
     partition = DATASETS[dataset][0]
@@ -116,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     cfg = sweep.load_sweep_config([Path(anchor["sweep_config"])])
     config = anchor_config(
-        cfg, args.dataset, args.run, anchor["rounds"][args.dataset], args.seed,
+        cfg, args.dataset, args.run, rounds_of(anchor, args.dataset, args.run), args.seed,
         anchor["eval_every"],
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ ANCHOR_DIRS = [
 ]
 
 
+
 localrules:
     anchor_config,
     anchor_table,
@@ -54,8 +55,6 @@ rule anchor_train:
         f"results/logs/anchor/{ANCHOR_KEYS}/train.log",
     benchmark:
         f"results/benchmarks/anchor/{ANCHOR_KEYS}.tsv"
-    params:
-        out=ANCHOR_RUN,
     wildcard_constraints:
         run="|".join(anchor.RUNS),
     threads: 1
@@ -65,7 +64,8 @@ rule anchor_train:
     conda:
         ENV
     shell:
-        "python -m persafl.train --config {input} --out {params.out} > {log} 2>&1"
+        'python -m persafl.train --config {input:q} --out "$(dirname {output.summary:q})"'
+        " > {log} 2>&1"
 
 
 rule anchor_table:
