@@ -85,7 +85,10 @@ def read_back(folder: Path) -> tuple[list[str], dict, dict]:
             user_data.update(json.loads(path.read_text())["user_data"])
         out.append(
             {
-                u: (torch.Tensor(d["x"]).type(torch.float32), torch.Tensor(d["y"]).type(torch.int64))
+                u: (
+                    torch.Tensor(d["x"]).type(torch.float32),
+                    torch.Tensor(d["y"]).type(torch.int64),
+                )
                 for u, d in user_data.items()
             }
         )
@@ -112,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     partition = build_partition(config, data)
     folder = export(data, partition, args.pfedme, args.dataset)
     sizes = [len(t) for t in partition.train]
-    print(f"{args.dataset}: {partition.num_clients} clients, {sum(sizes)} train, "
-          f"{sum(len(t) for t in partition.test)} test samples -> {folder}")
+    print(
+        f"{args.dataset}: {partition.num_clients} clients, {sum(sizes)} train, "
+        f"{sum(len(t) for t in partition.test)} test samples -> {folder}"
+    )
     return 0
 
 

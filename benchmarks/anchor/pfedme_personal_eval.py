@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     data = load_dataset(data_cfg["name"], data_cfg["root"], **data_cfg["params"])
     partition = build_partition(config, data)
     model_cfg = config["model"]
-    model = build_model(model_cfg["name"], data.x.shape[1:], data.num_classes, **model_cfg["params"])
+    model = build_model(
+        model_cfg["name"], data.x.shape[1:], data.num_classes, **model_cfg["params"]
+    )
     params = init_params(model, args.seed)
     grad_fn = make_grad_fn(model)
     steps, batch = int(hp["local_steps"]), int(hp["batch_size"])
@@ -62,11 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         theta_acc.append(float(accuracy(model, theta, x_test, y_test)))
         sizes.append(len(test))
     weights = np.asarray(sizes) / sum(sizes)
-    for name, accs in (("local model after one client job (pFedMe code's)", local_acc),
-                       ("theta(x), one batch of K prox steps (ours)", theta_acc)):
+    for name, accs in (
+        ("local model after one client job (pFedMe code's)", local_acc),
+        ("theta(x), one batch of K prox steps (ours)", theta_acc),
+    ):
         accs = np.asarray(accs)
-        print(f"{args.dataset} at initialization, {name}: sample-weighted "
-              f"{100 * weights @ accs:.1f} %, client-averaged {100 * accs.mean():.1f} %")
+        print(
+            f"{args.dataset} at initialization, {name}: sample-weighted "
+            f"{100 * weights @ accs:.1f} %, client-averaged {100 * accs.mean():.1f} %"
+        )
     return 0
 
 

@@ -102,7 +102,7 @@ def rounds_of(cfg: dict, dataset: str, run: str) -> int:
 
 
 def run_dir(dataset: str, run: str, seed: int, root: str = "results/anchor") -> str:
-    """``root/dataset~D/partition~P/method~RUN/tau~0/seed~S`` (what aggregate.parse_identity reads)."""
+    """``root/dataset~D/partition~P/method~RUN/tau~0/seed~S`` (aggregate.parse_identity's form)."""
     partition = DATASETS[dataset][0]
     return f"{root}/dataset~{dataset}/partition~{partition}/method~{run}/tau~0/seed~{seed}"
 
@@ -126,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     cfg = sweep.load_sweep_config([Path(anchor["sweep_config"])])
     config = anchor_config(
-        cfg, args.dataset, args.run, rounds_of(anchor, args.dataset, args.run), args.seed,
+        cfg,
+        args.dataset,
+        args.run,
+        rounds_of(anchor, args.dataset, args.run),
+        args.seed,
         anchor["eval_every"],
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -90,14 +90,12 @@ def our_rows(runs: Sequence[RunResult]) -> pd.DataFrame:
 
 
 def code_rows(code: pd.DataFrame) -> pd.DataFrame:
-    """pfedme_code.csv's runs, mean over repetitions, in our rows' shape."""
-    out = []
-    keys = ["dataset", "run", "rounds"]
+    """pfedme_code.csv's runs, mean over repetitions, in our rows' shape (the rounds are those
+    of the run's reported model, which a partial run may have reached one round short of)."""
     columns = ["dataset", "run", "code_rounds", "statistic", "code_sw", "code_global_final_sw",
                "code_repetitions"]  # fmt: skip
-    if code.empty:
-        return pd.DataFrame(columns=columns).astype({"code_rounds": float, "code_sw": float})
-    for (dataset, run, rounds), group in code.groupby(keys, sort=True):
+    out = []
+    for (dataset, run), group in code.groupby(["dataset", "run"], sort=True):
         own = group[group["model"] == ("global" if run == "fedavg" else "personalized")]
         glob = group[group["model"] == "global"]
         for statistic, column in zip(STATISTICS, ("final_acc", "best_acc_eval_grid"), strict=True):
@@ -105,25 +103,29 @@ def code_rows(code: pd.DataFrame) -> pd.DataFrame:
                 {
                     "dataset": dataset,
                     "run": run,
-                    "code_rounds": int(rounds),
+                    "code_rounds": int(own["rounds"].max()),
                     "statistic": statistic,
                     "code_sw": own[column].mean(),
                     "code_global_final_sw": glob["final_acc"].mean() if len(glob) else math.nan,
                     "code_repetitions": len(own),
                 }
             )
-    return pd.DataFrame(out, columns=columns)
+    return pd.DataFrame(out, columns=columns).astype({"code_rounds": float, "code_sw": float})
 
 
 def anchor_table(runs: Sequence[RunResult], code: pd.DataFrame) -> pd.DataFrame:
     ours = our_rows(runs)
     keys = ["dataset", "run", "statistic", "rounds", "leaky"]
-    table = ours.groupby(keys, sort=False).agg(
-        seeds=("seed", "size"),
-        ours_ca=("ours_ca", "mean"),
-        ours_sw=("ours_sw", "mean"),
-        ours_global_final_sw=("ours_global_final_sw", "mean"),
-    ).reset_index()
+    table = (
+        ours.groupby(keys, sort=False)
+        .agg(
+            seeds=("seed", "size"),
+            ours_ca=("ours_ca", "mean"),
+            ours_sw=("ours_sw", "mean"),
+            ours_global_final_sw=("ours_global_final_sw", "mean"),
+        )
+        .reset_index()
+    )
     table = table.merge(code_rows(code), on=["dataset", "run", "statistic"], how="left")
     # a pFedMe-code run that did not reach the anchor's rounds is shown with its own count
     same = table["code_rounds"] == table["rounds"]
@@ -137,14 +139,29 @@ def anchor_table(runs: Sequence[RunResult], code: pd.DataFrame) -> pd.DataFrame:
         PUBLISHED.get((d, r.removesuffix("_leaky")), math.nan) if s != "final" else math.nan
         for d, r, s in zip(table["dataset"], table["run"], table["statistic"], strict=True)
     ]
-    order = {name: i for i, name in enumerate(LABELS)}
+    order = {**{name: i for i, name in enumerate(LABELS)}, **dict.fromkeys(STATISTICS, 0)}
+    order["best over rounds"] = 1
     table = table.sort_values(
-        ["dataset", "run", "statistic"], key=lambda c: c.map(order) if c.name == "run" else c
+        ["dataset", "run", "statistic"], key=lambda c: c if c.name == "dataset" else c.map(order)
     )
     columns = [
-        "dataset", "run", "label", "leaky", "statistic", "rounds", "paper_rounds", "seeds",
-        "ours_ca", "ours_sw", "code_sw", "code_rounds", "ours_minus_code_sw", "ours_global_final_sw",
-        "code_global_final_sw", "code_repetitions", "published",
+        "dataset",
+        "run",
+        "label",
+        "leaky",
+        "statistic",
+        "rounds",
+        "paper_rounds",
+        "seeds",
+        "ours_ca",
+        "ours_sw",
+        "code_sw",
+        "code_rounds",
+        "ours_minus_code_sw",
+        "ours_global_final_sw",
+        "code_global_final_sw",
+        "code_repetitions",
+        "published",
     ]
     return table[columns].reset_index(drop=True)
 
@@ -177,13 +194,14 @@ def markdown(table: pd.DataFrame) -> str:
         "over its seeds. pFedMe code: the authors' repository run on our partition "
         "(benchmarks/anchor/README.md), mean over its repetitions; its best is over the same "
         "evaluation rounds as ours; a run that did not reach the anchor's rounds in the time "
-        "available shows its own count and no difference. Sample-weighted = total correct / total test samples over "
-        "all clients (pFedMe code's definition); client-averaged = mean of per-client "
-        "accuracies (our headline). 'best over rounds' selects on the test set (pFedMe's "
-        f"reported statistic); 'final' is the honest one. {LEAKY_MARK}: the personalization "
-        "step uses the client's TEST data (pFedMe code's Per-FedAvg evaluation), kept only for "
-        "comparison. Published: pFedMe paper Table 1 (MLP), best over "
-        "800 / 600 rounds, mean of 10 runs, as transcribed in PAPER.md.",
+        "available shows its own count and no difference. Sample-weighted = total correct / "
+        "total test samples over all clients (pFedMe code's definition); client-averaged = "
+        "mean of per-client accuracies (our headline). 'best over rounds' selects on the "
+        "test set (pFedMe's reported statistic); 'final' is the honest one. "
+        f"{LEAKY_MARK}: the personalization step uses the client's TEST data (pFedMe code's "
+        "Per-FedAvg evaluation), kept only for comparison. Published: pFedMe paper Table 1 "
+        "(MLP), best over 800 / 600 rounds, mean of 10 runs (transcribed, not re-checked "
+        "against the paper).",
     ]
     return "\n".join(lines) + "\n"
 
