@@ -95,7 +95,7 @@ def code_rows(code: pd.DataFrame) -> pd.DataFrame:
     columns = ["dataset", "run", "code_rounds", "statistic", "code_sw", "code_global_final_sw",
                "code_repetitions"]  # fmt: skip
     out = []
-    for (dataset, run), group in code.groupby(["dataset", "run"], sort=True):
+    for (dataset, run), group in [] if code.empty else code.groupby(["dataset", "run"]):
         own = group[group["model"] == ("global" if run == "fedavg" else "personalized")]
         glob = group[group["model"] == "global"]
         for statistic, column in zip(STATISTICS, ("final_acc", "best_acc_eval_grid"), strict=True):
