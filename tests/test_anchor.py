@@ -165,3 +165,24 @@ def test_anchor_tables_are_manifest_outputs_only_when_switched_on():
     )
     paper = sweep.load_sweep_config([REPO / "config" / "config.yaml"])
     assert "paper_figures/table_anchor.csv" in manifest.paper_outputs(paper)
+
+
+def test_pfedme_code_logs_are_parsed_per_model_and_cut_to_the_anchor_rounds(tmp_path):
+    results = _script("pfedme_results")
+    folder = tmp_path / "mnist-4" / "pFedMe"
+    folder.mkdir(parents=True)
+    lines = []
+    for t, (glob, personal) in enumerate([(0.1, 0.8), (0.3, 0.9), (0.5, 0.85), (0.6, 0.95)]):
+        lines += [f"-------------Round number:  {t}  -------------", "Evaluate global model",
+                  f"Average Global Accurancy:  {glob}", "Average Global Trainning Accurancy:  0.2",
+                  f"Average Personal Accurancy:  {personal}"]  # fmt: skip
+    (folder / "log.txt").write_text("\n".join(lines) + "\n")
+    rows = {r["model"]: r for r in results.parse_run(folder, "mnist", 3, eval_every=2)}
+    assert rows["personalized"]["run"] == rows["global"]["run"] == "pfedme"
+    assert rows["personalized"]["rounds"] == 3 and rows["personalized"]["complete"]
+    assert rows["personalized"]["final_acc"] == pytest.approx(85.0)
+    assert rows["personalized"]["best_acc"] == pytest.approx(90.0)
+    assert rows["personalized"]["best_acc_eval_grid"] == pytest.approx(85.0)  # rounds 0 and 2
+    assert rows["global"]["final_acc"] == pytest.approx(50.0)
+    short = results.parse_run(folder, "mnist", 10, eval_every=2)
+    assert all(r["rounds"] == 4 and not r["complete"] for r in short)
