@@ -114,16 +114,19 @@ def main(argv: list[str] | None = None) -> int:
         dataset, anchor_rounds = item.split("=")
         for algorithm in LOG_LINES:
             rounds = min(int(anchor_rounds), caps.get(LOG_LINES[algorithm][0], int(anchor_rounds)))
-            # the shortest run at least as long as the anchor's, else the longest
-            runs = sorted(
-                (int(f.parent.name.rsplit("-", 1)[1]), f)
-                for f in args.runs.glob(f"{dataset}-*/{algorithm}")
-                if (f / "log.txt").is_file()
-            )
-            if not runs:
+            # the run that reached the most of the anchor's rounds; among those, the shortest
+            folders = [
+                f for f in args.runs.glob(f"{dataset}-*/{algorithm}") if (f / "log.txt").is_file()
+            ]
+            if not folders:
                 continue
-            enough = [f for ran, f in runs if ran >= int(rounds)]
-            folder = enough[0] if enough else runs[-1][1]
+            folder = max(
+                folders,
+                key=lambda f: (
+                    min(rounds, max(len(c) for c in read_curves(f).values())),
+                    -int(f.parent.name.rsplit("-", 1)[1]),
+                ),
+            )
             rows += parse_run(folder, dataset, int(rounds), args.eval_every)
             curves += curve_rows(folder, dataset, int(rounds))
     table = pd.DataFrame(rows).sort_values(["dataset", "run", "model", "repetition"])
