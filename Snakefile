@@ -27,6 +27,7 @@ include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/staleness.smk"
 include: "workflow/rules/regime.smk"
+include: "workflow/rules/anchor.smk"
 
 
 report: "workflow/report/workflow.rst"

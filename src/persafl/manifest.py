@@ -10,7 +10,7 @@ records them, so the committed figures can be redrawn from the committed tables 
         [--repo .] --out paper_figures/manifest.json FILE...
 
 ``FILE...`` are the paper_figures outputs (figures and table copies); each must be one that
-:func:`figure_specs` / :data:`TABLE_COPIES` names for this config. Paths in the manifest are
+:func:`figure_specs` / :func:`table_copies` names for this config. Paths in the manifest are
 relative to the workflow directory (the folder holding ``paper_figures/`` and ``results/``).
 
 Format (``"format": 2``)::
@@ -71,6 +71,10 @@ STUDY_TABLE_NAMES = ("table_time", "table_bounds")
 TABLE_COPIES: dict[str, str] = {
     f"{FIGURES_DIR}/table_final.{ext}": f"{TABLES_DIR}/table_final.{ext}"
     for ext in ("csv", "md", "tex")
+}
+# with ``figures.anchor``: the synchronous anchor's table (workflow/rules/anchor.smk)
+ANCHOR_COPIES: dict[str, str] = {
+    f"{FIGURES_DIR}/table_anchor.{ext}": f"{TABLES_DIR}/table_anchor.{ext}" for ext in ("csv", "md")
 }
 
 
@@ -136,11 +140,13 @@ def figure_specs(cfg: Mapping[str, Any]) -> list[FigureSpec]:
 
 
 def table_copies(cfg: Mapping[str, Any]) -> dict[str, str]:
-    """Every table copied into paper_figures/ for this config: :data:`TABLE_COPIES`, the
-    tuning table when the config tunes, the staleness study's tables when it names one."""
+    """Every table copied into paper_figures/ (copy -> the table it copies) for this config:
+    :data:`TABLE_COPIES`; the anchor's with ``figures.anchor``; the tuning table when the config
+    tunes; the staleness study's tables when it names one."""
     from persafl.tuning import tuned_datasets
 
-    copies = {**TABLE_COPIES, **study_table_copies(cfg)}
+    anchor = bool((cfg.get("figures") or {}).get("anchor", False))
+    copies = {**TABLE_COPIES, **(ANCHOR_COPIES if anchor else {}), **study_table_copies(cfg)}
     if tuned_datasets(cfg):
         copies |= {f"{FIGURES_DIR}/table_tuning.{ext}": f"{TABLES_DIR}/table_tuning.{ext}"
                    for ext in ("csv", "md")}
