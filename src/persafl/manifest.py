@@ -8,6 +8,8 @@ records them, so the committed figures can be redrawn from the committed tables 
 
     python -m persafl.manifest --config config/synthetic.yaml [--override JSON] \
         [--repo .] --out paper_figures/manifest.json FILE...
+    python -m persafl.manifest --config config/config.yaml --tuning-only \
+        --out paper_figures/manifest.json      # add a tuning stage's figure and table
 
 ``FILE...`` are the paper_figures outputs (figures and table copies); each must be one that
 :func:`figure_specs` / :func:`table_copies` names for this config. Paths in the manifest are
@@ -29,7 +31,8 @@ Format (``"format": 2``)::
                  "table": "results/tables/table_final.csv", "sha256": ..., "bytes": ...}, ...],
      "tuning": [{"dataset": D, "method": M, "selection": "results/tuning/D/M.yaml",
                  "sha256": ..., "hp": {...}, "edge": [...], "tuning_runs": N,
-                 "final_runs": ["results/runs/...", ...]}, ...]}   # [] without tuning
+                 "final_runs": ["results/runs/...", ...]}, ...],   # [] without tuning
+     "tuning_config": {"hash": ..., "files": [...]}}   # only after --tuning-only
 
 A figure's PDF and its PNG (written beside it by the same command) are two entries with the
 same kind, table and args.
@@ -360,6 +363,45 @@ def build_manifest(
     }
 
 
+def add_tuning(
+    manifest: dict[str, Any],
+    cfg: Mapping[str, Any],
+    *,
+    root: str | Path = ".",
+    repo: str | Path = ".",
+    config_files: Sequence[str | Path] = (),
+) -> dict[str, Any]:
+    """``manifest`` with the tuning figures and tables of ``cfg`` in place of any it held, and
+    the config that tuned them under ``tuning_config``: for committing a tuning stage's outputs
+    beside final figures made with another (e.g. the untuned) config."""
+    root = Path(root)
+    tuning_specs = [spec for spec in figure_specs(cfg) if spec.kind == "tuning"]
+    kept = [f for f in manifest["figures"] if f["kind"] != "tuning"]
+    for spec in tuning_specs:
+        argv = figure_argv(spec.kind, spec.table, spec.args, spec.pdf)
+        command = shlex.join(["python", "-m", "persafl.figures", *argv])
+        for path in spec.outputs:
+            entry = _file_entry(path, root)
+            kept.append({"file": entry["file"], "path": path, "kind": spec.kind,
+                         "table": spec.table, "table_sha256": sha256_of(root / spec.table),
+                         "args": dict(spec.args), "command": command,
+                         "sha256": entry["sha256"], "bytes": entry["bytes"]})
+    copies = {k: v for k, v in table_copies(cfg).items() if k not in TABLE_COPIES}
+    tables = [t for t in manifest["tables"] if t["path"] not in copies]
+    tables += [{**_file_entry(path, root), "table": table} for path, table in copies.items()]
+    repo = Path(repo)
+    return {
+        **manifest,
+        "figures": kept,
+        "tables": tables,
+        "tuning": tuning_provenance(cfg, root),
+        "tuning_config": {
+            "hash": sweep.config_hash(cfg),
+            "files": [{"path": _relative(f, repo), "sha256": sha256_of(f)} for f in config_files],
+        },
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; see the module docstring."""
     from persafl.io import atomic_write_text
@@ -373,14 +415,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_config_arguments(parser)
     parser.add_argument("--out", required=True, help="the manifest JSON to write")
     parser.add_argument("--repo", default=".", help="git repository whose commit is recorded")
-    parser.add_argument("files", nargs="+", help="paper_figures files (figures, table copies)")
+    parser.add_argument(
+        "--tuning-only",
+        action="store_true",
+        help="add this config's tuning figures and tables to the existing --out manifest",
+    )
+    parser.add_argument("files", nargs="*", help="paper_figures files (figures, table copies)")
     args = parser.parse_args(argv)
     try:
         overrides = json.loads(args.override)
         cfg = sweep.load_sweep_config(args.config, overrides, args.schema)
-        manifest = build_manifest(
-            cfg, args.files, repo=args.repo, config_files=args.config, overrides=overrides
-        )
+        if args.tuning_only:
+            manifest = add_tuning(json.loads(Path(args.out).read_text()), cfg, repo=args.repo,
+                                  config_files=args.config)
+        else:
+            manifest = build_manifest(
+                cfg, args.files, repo=args.repo, config_files=args.config, overrides=overrides
+            )
         atomic_write_text(args.out, json.dumps(manifest, indent=2) + "\n")
     except (sweep.SweepError, ManifestError, OSError, json.JSONDecodeError) as err:
         print(f"persafl.manifest: {err}", file=sys.stderr)

@@ -49,6 +49,7 @@ __all__ = [
     "selection_path",
     "tuned",
     "tuned_datasets",
+    "tuning_group_dir",
     "tuning_group_keys",
     "tuning_keys",
     "tuning_partition",
@@ -195,6 +196,12 @@ def tuning_group_keys(cfg: Mapping[str, Any]) -> list[tuple[str, str, str, str]]
     """One training group per (dataset, partition, method, point): its tuning seeds stacked.
     (Grid points cannot share stacked calls: the hyperparameters are part of the stack key.)"""
     return list(dict.fromkeys(k[:4] for k in tuning_keys(cfg)))
+
+
+def tuning_group_dir(point: Sequence[str]) -> str:
+    """``dataset~D/partition~P/method~M/point~X``: a grid point's log and benchmark path."""
+    dataset, partition, method, label = point
+    return f"dataset~{dataset}/partition~{partition}/method~{method}/point~{label}"
 
 
 def tuning_run_dir(key: TuneKey, root: str = ROOT) -> str:

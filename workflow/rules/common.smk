@@ -250,3 +250,64 @@ def study_run_files():
     """Every file of every study run (what the study's table job reads)."""
     return [f"{timestudy.run_dir(r)}/{name}" for r in timestudy.all_runs(STUDY)
             for name in ("metrics.csv", "clients.csv", "summary.json")]
+
+
+# ---- tuning (workflow/rules/tuning.smk; persafl.tuning) -----------------------------------
+
+from persafl import tuning
+
+TUNE = "dataset~{dataset}/partition~{partition}/method~{method}/point~{point}/seed~{seed}"
+TUNED = tuning.tuned_datasets(config)
+
+
+def tuned_selection_of(wildcards):
+    """A final run's selection file when its data set is tuned (run_config's input)."""
+    if tuning.tuned(config, wildcards.dataset, wildcards.method):
+        return [tuning.selection_path(wildcards.dataset, wildcards.method)]
+    return []
+
+
+def tuned_flag(wildcards):
+    return " ".join(f"--tuned {shlex.quote(p)}" for p in tuned_selection_of(wildcards))
+
+
+def tuning_run_config_of(wildcards):
+    key = tuning.TuneKey(wildcards.dataset, wildcards.partition, wildcards.method,
+                         wildcards.point, int(wildcards.seed))
+    return json.dumps(tuning.tuning_run_config(config, key), sort_keys=True)
+
+
+def tuning_dirs(wildcards):
+    return [tuning.tuning_run_dir(k) for k in
+            tuning.tuning_keys(config, wildcards.dataset, wildcards.method)]
+
+
+def tuning_runs_of(wildcards):
+    return [f"{d}/{name}" for d in tuning_dirs(wildcards)
+            for name in ("summary.json", "clients.csv")]
+
+
+def tuning_run_args(wildcards):
+    return " ".join(shlex.quote(d) for d in tuning_dirs(wildcards))
+
+
+def tuning_grid_of(wildcards):
+    grid = config["tuning"]["datasets"][wildcards.dataset]["grids"][wildcards.method]
+    return json.dumps(grid, sort_keys=True)
+
+
+def tuning_meta_of(wildcards):
+    section = config["tuning"]
+    key = tuning.tuning_keys(config, wildcards.dataset, wildcards.method)[0]
+    run = tuning.tuning_run_config(config, key)
+    return json.dumps({
+        "partition": key.partition,
+        "seeds": list(section["seeds"]),
+        "staleness_bound": run["schedule"]["staleness_bound"],
+        "num_updates": run["schedule"]["num_updates"],
+        "validation_share": section["validation_share"],
+    })
+
+
+def tuning_tables_of(wildcards):
+    return [f"results/tuning/{wildcards.dataset}/{m}.csv" for m in config["methods"]]

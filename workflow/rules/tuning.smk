@@ -3,65 +3,7 @@
 # seeds; a selection per method by client-averaged validation accuracy at the final checkpoint,
 # written to results/tuning/<dataset>/<method>.yaml, which the final runs' run.yaml read
 # (run_config in train.smk). The test split is not in the tuning view of the partition.
-from persafl import tuning
-
-TUNE = "dataset~{dataset}/partition~{partition}/method~{method}/point~{point}/seed~{seed}"
-TUNED = tuning.tuned_datasets(config)
-
-
-def tuned_selection_of(wildcards):
-    """A final run's selection file when its data set is tuned (run_config's input)."""
-    if tuning.tuned(config, wildcards.dataset, wildcards.method):
-        return [tuning.selection_path(wildcards.dataset, wildcards.method)]
-    return []
-
-
-def tuned_flag(wildcards):
-    return " ".join(f"--tuned {shlex.quote(p)}" for p in tuned_selection_of(wildcards))
-
-
-def tuning_run_config_of(wildcards):
-    key = tuning.TuneKey(wildcards.dataset, wildcards.partition, wildcards.method,
-                         wildcards.point, int(wildcards.seed))
-    return json.dumps(tuning.tuning_run_config(config, key), sort_keys=True)
-
-
-def tuning_dirs(wildcards):
-    return [tuning.tuning_run_dir(k) for k in
-            tuning.tuning_keys(config, wildcards.dataset, wildcards.method)]
-
-
-def tuning_runs_of(wildcards):
-    return [f"{d}/{name}" for d in tuning_dirs(wildcards)
-            for name in ("summary.json", "clients.csv")]
-
-
-def tuning_run_args(wildcards):
-    return " ".join(shlex.quote(d) for d in tuning_dirs(wildcards))
-
-
-def tuning_grid_of(wildcards):
-    grid = config["tuning"]["datasets"][wildcards.dataset]["grids"][wildcards.method]
-    return json.dumps(grid, sort_keys=True)
-
-
-def tuning_meta_of(wildcards):
-    section = config["tuning"]
-    key = tuning.tuning_keys(config, wildcards.dataset, wildcards.method)[0]
-    run = tuning.tuning_run_config(config, key)
-    return json.dumps({
-        "partition": key.partition,
-        "seeds": list(section["seeds"]),
-        "staleness_bound": run["schedule"]["staleness_bound"],
-        "num_updates": run["schedule"]["num_updates"],
-        "validation_share": section["validation_share"],
-    })
-
-
-def tuning_tables_of(wildcards):
-    return [f"results/tuning/{wildcards.dataset}/{m}.csv" for m in config["methods"]]
-
-
+# Helpers: the tuning block of common.smk.
 wildcard_constraints:
     share="[0-9.]+",
     point="p[0-9a-f]+",
@@ -111,7 +53,7 @@ for point in tuning.tuning_group_keys(config):
     dirs = [tuning.tuning_run_dir(k) for k in keys]
     configs = [f"{d}/run.yaml" for d in dirs]
     parts = [tuning.tuning_partition(config, k.dataset, k.partition, k.seed) for k in keys]
-    where = "/".join(tuning.tuning_run_dir(keys[0]).split("/")[3:-1])
+    where = tuning.tuning_group_dir(point)
 
     rule:
         name:
