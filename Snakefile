@@ -24,6 +24,7 @@ include: "workflow/rules/partition.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/regime_common.smk"
 include: "workflow/rules/regime.smk"
 
 
