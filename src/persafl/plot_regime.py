@@ -129,6 +129,20 @@ def regime_figure(summary: pd.DataFrame, dataset: str) -> Figure:
                 cross = _crossover(
                     block[block["method"] == "local"], block[block["method"] == "afl"]
                 )
+            if cross is None and {"local", "afl"} <= set(block["method"]):
+                local = block[block["method"] == "local"].set_index("cap")["acc_mean"]
+                afl = block[block["method"] == "afl"].set_index("cap")["acc_mean"]
+                side = "above" if (local - afl).dropna().gt(0).all() else "not above"
+                top.text(
+                    0.98,
+                    0.03,
+                    f"no crossover: local {side} A-FL at every size",
+                    transform=top.transAxes,
+                    ha="right",
+                    va="bottom",
+                    fontsize=7,
+                    color="#555555",
+                )
             for ax in (top, bottom):
                 if cross is not None:
                     ax.axvline(
