@@ -26,6 +26,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/staleness.smk"
+include: "workflow/rules/regime_common.smk"
 include: "workflow/rules/regime.smk"
 include: "workflow/rules/anchor.smk"
 

@@ -107,3 +107,30 @@ def test_the_regime_config_is_valid_and_one_partition_per_skew_and_cap():
     assert run["partition"]["max_train_samples"] == 30
     base = sweep.run_config(cfg, "fashion_mnist", "dir0.1_all", "afl", 4, 0)
     assert "max_train_samples" not in base["partition"]
+
+
+def test_regime_figure_draws_every_method_and_marks_the_crossover():
+    from persafl.plot_regime import _crossover, regime_figure
+
+    rows = []
+    for cap, n, local in (("10", 10, 0.6), ("100", 100, 0.8), ("all", 1000, 0.95)):
+        for method, acc in (("local", local), ("afl", 0.75), ("persafl_me", 0.8)):
+            rows.append(
+                {
+                    "dataset": "d",
+                    "skew": "dirichlet-0.5",
+                    "cap": cap,
+                    "n_train_mean": n,
+                    "method": method,
+                    "acc_mean": acc,
+                    "acc_std": 0.01,
+                    "win_rate": np.nan if method in ("local", "afl") else 0.5,
+                }
+            )
+    summary = pd.DataFrame(rows)
+    fig = regime_figure(summary, "d")
+    gids = {line.get_gid() for ax in fig.axes for line in ax.get_lines()}
+    assert {"method:local", "method:afl", "method:persafl_me"} <= gids
+    # local 0.6 -> 0.8 against A-FL 0.75 between 10 and 100 samples: log-interpolated crossing
+    cross = _crossover(summary[summary.method == "local"], summary[summary.method == "afl"])
+    assert cross == pytest.approx(10 ** (1 + 0.15 / 0.2))

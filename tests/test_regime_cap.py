@@ -111,3 +111,18 @@ def test_client_baselines_on_a_zero_model():
     np.testing.assert_allclose(out["masked_acc"], [1 / 3, 1 / 3])
     # unmasked (fine-tuned by 0): label 0 everywhere -> 0 and 1/3
     np.testing.assert_allclose(out["finetune_acc"], [0.0, 1 / 3])
+
+
+def test_client_baselines_run_on_the_cnn():
+    """The CIFAR-10 entries of config/regime.yaml: the baselines work for convolutions too."""
+    from persafl.baselines import client_baselines
+    from persafl.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("cnn", (3, 32, 32), 10)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    x, y = torch.randn(10, 3, 32, 32), torch.arange(10) % 3
+    train, test = [np.arange(0, 6)], [np.arange(6, 10)]
+    hp = {"batch_size": 4, "local_lr": 0.01, "personal_lr": 0.05, "inner_steps": 2}
+    out = client_baselines(model, hp, params, x, y, train, test, 10, seed=1, update_index=7)
+    assert all(0.0 <= out[name][0] <= 1.0 for name in ("masked_acc", "finetune_acc"))

@@ -129,6 +129,20 @@ def regime_figure(summary: pd.DataFrame, dataset: str) -> Figure:
                 cross = _crossover(
                     block[block["method"] == "local"], block[block["method"] == "afl"]
                 )
+            if cross is None and {"local", "afl"} <= set(block["method"]):
+                local = block[block["method"] == "local"].set_index("cap")["acc_mean"]
+                afl = block[block["method"] == "afl"].set_index("cap")["acc_mean"]
+                side = "above" if (local - afl).dropna().gt(0).all() else "not above"
+                top.text(
+                    0.98,
+                    0.03,
+                    f"no crossover: local {side} A-FL at every size",
+                    transform=top.transAxes,
+                    ha="right",
+                    va="bottom",
+                    fontsize=7,
+                    color="#555555",
+                )
             for ax in (top, bottom):
                 if cross is not None:
                     ax.axvline(
@@ -146,21 +160,22 @@ def regime_figure(summary: pd.DataFrame, dataset: str) -> Figure:
                 ax.grid(True)
             top.set_title(skew_title(skew))
             bottom.set_ylim(-3, 103)
-            if col == len(skews) // 2:
-                bottom.set_xlabel(
-                    'Training samples per client (cap; "all" = uncapped, at its mean)'
-                )
+            bottom.set_xlabel("Training samples per client")
             if col == 0:
                 top.set_ylabel("Test accuracy (%)")
                 bottom.set_ylabel("Win rate (%)")
-        handles, labels = axes[0, 0].get_legend_handles_labels()
+        legend: dict[str, object] = {}  # every method of any panel, once
+        for ax in axes[0]:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                legend.setdefault(label, handle)
         fig.legend(
-            handles,
-            labels,
+            list(legend.values()),
+            list(legend),
             loc="outside lower center",
             ncol=5,
-            title=f"{dataset_label(dataset)}: client-averaged final accuracy, mean ± std "
-            "over seeds; win rate = clients above max(local, A-FL global)",
+            title=f"{dataset_label(dataset)}: client-averaged final test accuracy, mean ± std "
+            "over seeds.\nWin rate: share of clients above max(local, A-FL global) of the same "
+            'client. "all": uncapped, at the clients\' mean size.',
             title_fontsize=7,
         )
     return fig

@@ -150,9 +150,10 @@ def clients_table(long: pd.DataFrame) -> pd.DataFrame:
     if long.empty:
         raise RegimeError("no finished runs to tabulate")
     keys = [*CLIENT_KEYS, "n_train", "n_test"]
-    wide = long.pivot_table(
-        index=keys, columns="column", values="acc", aggfunc="first", dropna=False
-    ).reset_index()
+    indexed = long.set_index([*keys, "column"])["acc"]
+    if not indexed.index.is_unique:
+        raise RegimeError("two runs give the same client's accuracy: duplicate run directories?")
+    wide = indexed.unstack("column").reset_index()
     wide.columns.name = None
     methods = [c for c in wide.columns if c not in keys]
     order = [c for c in BASELINES if c in methods] + sorted(

@@ -93,6 +93,8 @@ def all_outputs():
     targets outside them snakemake would take them as up to date and train nothing; the cell
     tables are not committed, so their runs train and everything downstream is redrawn. (Cells
     rather than runs: `all` then lists a few dozen files, not every run's.)"""
+    if config.get("regime"):  # a regime study: its own tables and figures (regime.smk)
+        return regime_outputs()
     cells = list(dict.fromkeys(f"{cell_dir(key)}/final.csv" for key in sweep.run_keys(config)))
     report_only = ["results/report/table_final.html"]  # the final table, shown in the report
     return cells + paper_figures() + ["paper_figures/manifest.json"] + report_only

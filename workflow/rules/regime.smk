@@ -1,27 +1,11 @@
 # The personalization regime study (issue 14; persafl.regime). Under a regime config
 # (config/regime.yaml: a `regime:` section) its runs are tabulated per client and summarized;
 # under any other config those tables are the committed ones and only the figure is drawn.
-#   snakemake --cores 2 --configfile config/regime.yaml -- \
-#       results/tables/regime/dataset~fashion_mnist/summary.csv
-#   snakemake paper_figures/fig_regime_fashion_mnist.pdf          # from the committed table
-
-REGIME = "results/tables/regime/dataset~{dataset}"
+#   snakemake --cores 2 --configfile config/regime.yaml      # the study's tables and figures
+#   snakemake paper_figures/fig_regime_fashion_mnist.pdf --force   # from the committed table
+# Helpers: workflow/rules/regime_common.smk.
 
 if config.get("regime"):
-    from persafl import regime as regime_study
-
-    try:
-        regime_study.check_regime(config)
-    except regime_study.RegimeError as err:
-        raise WorkflowError(f"persafl: {err}") from None
-
-    def regime_runs(wildcards):
-        """Every run file of the study's bound on one data set (local runs at bound 0)."""
-        tau = config["regime"]["tau"]
-        return run_files(sweep.run_keys(config, dataset=wildcards.dataset, tau=tau))
-
-    def regime_partitions(wildcards):
-        return json.dumps(regime_study.partition_labels(config, wildcards.dataset))
 
     rule regime_clients:
         input:
@@ -57,7 +41,7 @@ if config.get("regime"):
 
 rule fig_regime:
     input:
-        f"{REGIME}/summary.csv",
+        regime_summary_of,
     output:
         pdf="paper_figures/fig_regime_{dataset}.pdf",
         png="paper_figures/fig_regime_{dataset}.png",
