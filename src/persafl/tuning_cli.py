@@ -129,30 +129,57 @@ def _table(args: argparse.Namespace) -> int:
 
 
 def tuning_figure(frame: pd.DataFrame, dataset: str):
-    """Validation accuracy over each method's grid (grid order), the selected point marked."""
+    """Validation accuracy over each method's grid (grid order), the selected point starred.
+
+    One panel per method (two rows of three); each tick lists the point's values top to bottom
+    in the order the x-axis label names them; a method whose selection lies on the edge of its
+    grid says so in its title.
+    """
+    import matplotlib
     from matplotlib.figure import Figure
 
-    from persafl.style import method_color, method_label, sort_methods
+    from persafl.style import (
+        DOUBLE_COLUMN_WIDTH,
+        RC_PARAMS,
+        dataset_label,
+        method_color,
+        method_label,
+        sort_methods,
+    )
 
     rows = frame[frame["dataset"] == dataset]
     methods = sort_methods(list(dict.fromkeys(rows["method"])))
-    fig = Figure(figsize=(2.4 * len(methods), 2.6), layout="constrained")
-    axes = fig.subplots(1, len(methods), sharey=True, squeeze=False)[0]
-    names = _value_columns(rows)
-    for ax, method in zip(axes, methods, strict=True):
-        part = rows[rows["method"] == method].reset_index(drop=True)
-        x = range(len(part))
-        ax.errorbar(x, 100 * part["val_acc_mean"], yerr=100 * part["val_acc_std"], fmt="o",
-                    ms=3, color=method_color(method), lw=0.8)
-        best = part.index[part["selected"].astype(bool)][0]
-        ax.plot([best], [100 * part["val_acc_mean"][best]], marker="*", ms=11, color="black",
-                ls="none")
-        edge = " (edge)" if isinstance(part["edge"][0], str) and part["edge"][0] else ""
-        ax.set_title(method_label(method) + edge, fontsize=8)
-        ax.set_xticks(list(x), [describe(r, names).replace(", ", "\n") for _, r in
-                                part.iterrows()], fontsize=4, rotation=90)
-    axes[0].set_ylabel("validation accuracy (%)")
-    fig.suptitle(f"{dataset}: tuning grid (star: selected)", fontsize=9)
+    columns = min(3, len(methods))
+    lines = -(-len(methods) // columns)
+    with matplotlib.rc_context(RC_PARAMS):
+        fig = Figure(figsize=(DOUBLE_COLUMN_WIDTH, 2.5 * lines + 0.4), layout="constrained")
+        axes = fig.subplots(lines, columns, sharey=True, squeeze=False).ravel()
+        for ax, method in zip(axes, methods, strict=False):
+            part = rows[rows["method"] == method].reset_index(drop=True)
+            names = [n for n in _value_columns(part) if part[n].notna().any()]
+            x = list(range(len(part)))
+            ax.errorbar(x, 100 * part["val_acc_mean"], yerr=100 * part["val_acc_std"],
+                        fmt="o", color=method_color(method), elinewidth=0.8, capsize=1.5)
+            best = part.index[part["selected"].astype(bool)][0]
+            ax.plot([best], [100 * part["val_acc_mean"][best]], marker="*", ms=10,
+                    color="black", ls="none", zorder=3)
+            edge = part["edge"][0] if isinstance(part["edge"][0], str) else ""
+            edged = sorted({item.split("=")[0].strip() for item in edge.split(";") if item})
+            title = method_label(method)
+            note = "edge: " + ", ".join(edged) if edged else "interior"
+            ax.set_title(f"{title}\n({note})", fontsize=8 if len(note) < 34 else 6.5)
+            ax.set_xticks(x, ["\n".join(f"{r[n]:g}" for n in names) for _, r in part.iterrows()],
+                          fontsize=6)
+            ax.set_xlabel(" / ".join(names), fontsize=7)
+            ax.grid(axis="y")
+        for ax in axes[len(methods):]:
+            ax.set_visible(False)
+        for ax in axes[::columns]:
+            ax.set_ylabel("validation accuracy (%)")
+        fig.suptitle(
+            f"{dataset_label(dataset)}: tuning grids (mean and std over tuning seeds; "
+            "star: selected)"
+        )
     return fig
 
 
