@@ -47,6 +47,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/hvp_control/table.md"))
     args = parser.parse_args()
     table = pd.DataFrame([row(name, args.runs / name) for name in RUNS])
+    for column in ("global_peak_update", "updates", "wall_s"):
+        if column in table:
+            table[column] = table[column].astype("Int64")  # counts, not floats (missing: <NA>)
     text = table.to_markdown(index=False, floatfmt=".1f")
     args.out.write_text(
         "HF controls, Fashion-MNIST (config/config.yaml: 20 clients x 2 labels, MLP 784-100-10, "
