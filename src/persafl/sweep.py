@@ -85,11 +85,10 @@ def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any
     return merged
 
 
-def validate(cfg: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str, Any]:
-    """Validate ``cfg`` in place against the schema and fill in its defaults (as snakemake).
-
-    Raises :class:`SweepError` naming the key path, the value and the schema's complaint.
-    """
+def fill_defaults(cfg: dict[str, Any], schema_path: str | Path, what: str) -> None:
+    """Validate ``cfg`` in place against the YAML JSON schema at ``schema_path`` and fill in
+    its defaults (as snakemake does); a violation raises ``ValueError`` naming ``what``, the key
+    path and the schema's complaint."""
     import jsonschema
     from jsonschema import validators
 
@@ -103,12 +102,22 @@ def validate(cfg: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str,
                 instance.setdefault(name, copy.deepcopy(prop["default"]))
         yield from validate_properties(validator, properties, instance, subschema)
 
-    filler = validators.extend(base, {"properties": set_defaults})
     try:
-        filler(schema).validate(cfg)
+        validators.extend(base, {"properties": set_defaults})(schema).validate(cfg)
     except jsonschema.ValidationError as err:
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise SweepError(f"sweep config key '{where}': {err.message}") from None
+        raise ValueError(f"{what} key '{where}': {err.message}") from None
+
+
+def validate(cfg: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str, Any]:
+    """Validate ``cfg`` in place against the schema and fill in its defaults (as snakemake).
+
+    Raises :class:`SweepError` naming the key path, the value and the schema's complaint.
+    """
+    try:
+        fill_defaults(cfg, schema_path, "sweep config")
+    except ValueError as err:
+        raise SweepError(str(err)) from None
     check_sweep(cfg)
     return cfg
 

@@ -61,25 +61,12 @@ class StudyGroup(NamedTuple):
 
 def validate(cfg: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str, Any]:
     """Validate against the study schema, filling in its defaults; checks it cannot express."""
-    import jsonschema
-    import yaml
-    from jsonschema import validators
-
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    base = validators.validator_for(schema)
-    validate_properties = base.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, subschema):
-        for name, prop in properties.items():
-            if "default" in prop and isinstance(instance, dict):
-                instance.setdefault(name, copy.deepcopy(prop["default"]))
-        yield from validate_properties(validator, properties, instance, subschema)
+    from persafl.sweep import fill_defaults
 
     try:
-        validators.extend(base, {"properties": set_defaults})(schema).validate(cfg)
-    except jsonschema.ValidationError as err:
-        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise StudyError(f"study config key '{where}': {err.message}") from None
+        fill_defaults(cfg, schema_path, "study config")
+    except ValueError as err:
+        raise StudyError(str(err)) from None
     for name, setting in cfg["settings"].items():
         if setting["schedule"]["model"] == "barrier" and setting["bounds"] != [0]:
             raise StudyError(
