@@ -1,0 +1,125 @@
+"""persafl.claims: verdict rules on tiny tables, and the committed summary blocks of README.md
+and docs/results.md equal what the committed tables give (issue 17: the numbers quoted in
+both are compared with the tables, not typed by hand)."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from persafl import claims
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def _final(rows: list[tuple[str, str, int, float, float]]) -> pd.DataFrame:
+    """table_final-shaped rows: (dataset, method, tau, acc, global); local fixed at 0.90."""
+    return pd.DataFrame(
+        [
+            {
+                "dataset": d,
+                "method": m,
+                "tau": t,
+                "acc_mean": a,
+                "global_acc_mean": g,
+                "local_acc_mean": 0.90,
+            }
+            for d, m, t, a, g in rows
+        ]
+    )
+
+
+def test_personalization_verdicts_follow_the_stated_rule() -> None:
+    # d1: ME 0.95 beats global 0.80 and local 0.90; d2: ME 0.85 beats global 0.80 only
+    rows = [
+        ("d1", "afl", 4, 0.80, 0.80),
+        ("d1", "persafl_me", 4, 0.95, 0.80),
+        ("d2", "afl", 4, 0.80, 0.80),
+        ("d2", "persafl_me", 4, 0.85, 0.80),
+    ]
+    assert claims.personalization(_final(rows), 4).verdict == "partly"
+    both = [r if r[0] == "d1" else (*r[:3], 0.97, r[4]) for r in rows]
+    both[2] = ("d2", "afl", 4, 0.80, 0.80)
+    assert claims.personalization(_final(both), 4).verdict == "supported"
+    neither = [(d, m, t, 0.70 if m != "afl" else a, g) for d, m, t, a, g in rows]
+    assert claims.personalization(_final(neither), 4).verdict == "not supported"
+    assert "ME 95.0 vs global 80.0, local 90.0" in claims.personalization(_final(rows), 4).numbers
+
+
+def test_staleness_loss_is_bound_zero_minus_the_largest_bound_per_method() -> None:
+    rows = [
+        ("d", "afl", 0, 0.90, 0.90),
+        ("d", "afl", 64, 0.89, 0.89),  # loses 1.0
+        ("d", "persafl_me", 0, 0.95, 0.80),
+        ("d", "persafl_me", 64, 0.92, 0.80),  # loses 3.0: beyond the 2-point tolerance
+    ]
+    claim = claims.staleness_updates(_final(rows))
+    assert claim.verdict == "not supported"
+    assert "at most 3.0 (ME)" in claim.numbers
+    claim = claims.staleness_updates(_final(rows[:2]))
+    assert claim.verdict == "supported" and "at most 1.0 (A-FL)" in claim.numbers
+
+
+def test_anchor_is_judged_per_data_set() -> None:
+    table = pd.DataFrame(
+        {
+            "dataset": ["a", "a", "b", "b"],
+            "run": ["fedavg", "fedavg", "fedavg", "pfedme"],
+            "statistic": ["final", "best over rounds", "final", "final"],
+            "ours_minus_code_sw": [0.4, 5.0, 1.5, -0.2],  # the best-over-rounds 5.0 is ignored
+        }
+    )
+    assert claims.anchor(table).verdict == "partly"  # a within 1 point, b not
+    table.loc[2, "ours_minus_code_sw"] = -0.9
+    assert claims.anchor(table).verdict == "supported"
+
+
+def test_regime_win_rate_is_read_per_client_rows_not_recomputed_from_means() -> None:
+    summary = pd.DataFrame(
+        {
+            "dataset": ["d"] * 3,
+            "skew": ["s"] * 3,
+            "cap": ["10", "30", "30"],
+            "method": ["persafl_me", "persafl_me", "afl_masked"],
+            "win_rate": [0.4, 0.6, 0.9],
+        }
+    )
+    claim = claims.regime([summary])
+    assert claim.verdict == "partly" and "ME at most 60 % (d s, 30/client)" in claim.numbers
+    assert claims.regime([]).verdict == "untestable here"
+
+
+def test_a_block_needs_its_markers() -> None:
+    with pytest.raises(ValueError, match="needs exactly one"):
+        claims.replace_block("no markers here", "x", "README.md")
+    text = f"a\n{claims.BEGIN}\nold\n{claims.END}\nb"
+    assert claims.replace_block(text, "NEW", "f") == "a\nNEW\nb"
+
+
+def _committed(tmp_path: Path) -> Path:
+    paths = ["paper_figures", "results/tables", "benchmarks/hvp_control", *claims.TARGETS]
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(CHECKOUT), "archive", "--format=tar", "HEAD", *paths],
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return CHECKOUT
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp_path, filter="data")
+    return tmp_path
+
+
+def test_committed_summary_blocks_match_the_committed_tables(tmp_path: Path) -> None:
+    """README.md and docs/results.md quote the same summary, computed from the tables."""
+    root = _committed(tmp_path)
+    assert claims.main(["--root", str(root), "--docs", str(root), "--check"]) == 0
+    block = claims.markdown(claims.collect(root), claims.config_files(root))
+    for target in claims.TARGETS:
+        assert block in (root / target).read_text()
