@@ -134,3 +134,32 @@ def test_regime_figure_draws_every_method_and_marks_the_crossover():
     # local 0.6 -> 0.8 against A-FL 0.75 between 10 and 100 samples: log-interpolated crossing
     cross = _crossover(summary[summary.method == "local"], summary[summary.method == "afl"])
     assert cross == pytest.approx(10 ** (1 + 0.15 / 0.2))
+
+
+def test_the_regime_config_uses_the_committed_tuned_values():
+    """config/regime.yaml's hyperparameters are the paper config's tuning selections
+    (paper_figures/table_tuning.csv) for every method and partition, and FedAvg + fine-tuning
+    gets ME's tuned adaptation budget."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from persafl import sweep
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = sweep.load_sweep_config([str(root / "config/regime.yaml")])
+    table = pd.read_csv(root / "paper_figures/table_tuning.csv")
+    for row in table.itertuples():
+        if row.dataset not in cfg["datasets"] or not cfg["datasets"][row.dataset]["enabled"]:
+            continue
+        selected = {
+            name: float(value)
+            for name, value in (pair.split("=") for pair in row.selected_hp.split(", "))
+        }
+        for partition in cfg["datasets"][row.dataset]["partitions"]:
+            tau = sweep.taus_of(cfg, row.method)[0]
+            hp = sweep.run_config(cfg, row.dataset, partition, row.method, tau, 0)["method"]["hp"]
+            assert {k: float(hp[k]) for k in selected} == selected, (row.dataset, partition)
+        if row.method == "persafl_me":
+            afl = sweep.run_config(cfg, row.dataset, partition, "afl", 4, 0)["method"]["hp"]
+            assert float(afl["personal_lr"]) == selected["personal_lr"]
