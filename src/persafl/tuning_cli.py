@@ -116,7 +116,10 @@ def _table(args: argparse.Namespace) -> int:
                                                                   float_format="%.6g"))
     lines = ["Tuned hyperparameters: selected on a validation split of the clients' training "
              "data (client-averaged accuracy at the final checkpoint, mean +- std over the "
-             "tuning seeds). The final runs use these tuned values, not the base papers'.", "",
+             "tuning seeds). A config with this tuning section trains its final runs with "
+             "these values instead of its hp / method_hp (the base papers' settings); a table "
+             "of final runs is tuned only if its config tunes (paper_figures/manifest.json "
+             "names it).", "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for _, r in table.iterrows():
         acc = f"{100 * r.val_acc_mean:.1f} +- {100 * r.val_acc_std:.1f}"
