@@ -13,7 +13,14 @@ from persafl.style import format_markdown
 from persafl.train import CLIENT_COLUMNS
 
 
-def _run(root: Path, method: str, seed: int, curve: list[float], adapt_on: str | None) -> Path:
+def _run(
+    root: Path,
+    method: str,
+    seed: int,
+    curve: list[float],
+    adapt_on: str | None,
+    extra_hp: dict | None = None,
+) -> Path:
     run_dir = root / "dataset~mnist" / "partition~p" / f"method~{method}" / "tau~0" / f"seed~{seed}"
     run_dir.mkdir(parents=True)
     rows = [
@@ -24,6 +31,7 @@ def _run(root: Path, method: str, seed: int, curve: list[float], adapt_on: str |
         for i, acc in enumerate(curve)
     ]  # fmt: skip
     hp = {} if adapt_on is None else {"adapt_on": adapt_on}
+    hp.update(extra_hp or {})
     summary = {
         "status": "completed",
         "config": {"method": {"name": method, "hp": hp}},
@@ -63,3 +71,21 @@ def test_leaky_adapt_on_test_is_labelled_in_every_table(tmp_path):
     assert table.loc[0, "adapt_on"] == "test"
     assert table.loc[0, "method_label"].endswith(LEAKY_LABEL)
     assert "adapt on TEST: leaky" in format_markdown(table)
+
+
+def test_each_row_states_its_runs_hyperparameters(tmp_path):
+    """table_final says which values its runs used (issue 12: tuned or the base papers'),
+    from each run's own config; older tables without the column still format."""
+    tuned = {"local_lr": 0.01, "personal_lr": 0.03, "moreau_lambda": 15.0, "batch_size": 20}
+    runs = [
+        _run(tmp_path, "persafl_me", seed, [0.5, 0.8], None, extra_hp=tuned) for seed in (0, 1)
+    ]
+    final = final_table(load_runs(runs))
+    assert final["hp"].tolist() == ["local_lr=0.01, personal_lr=0.03, moreau_lambda=15"] * 2
+    table = summary_table(final)
+    assert table.loc[0, "hp"] == "local_lr=0.01, personal_lr=0.03, moreau_lambda=15"
+    assert "- MNIST, PersA-FL ME: local_lr=0.01, personal_lr=0.03, moreau_lambda=15" in (
+        format_markdown(table)
+    )
+    older = summary_table(final.drop(columns="hp"))
+    assert older.loc[0, "hp"] == "" and "Hyperparameters of the runs" not in format_markdown(older)

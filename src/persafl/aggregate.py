@@ -22,14 +22,17 @@ Written into ``--out-dir``:
   ``wall_seconds`` from summary.json, ``best_headline_acc`` / ``best_update`` (the maximum of
   the headline accuracy over the run's evaluations and where it was reached: pFedMe's reported
   statistic, which selects on the test set; ``headline_acc`` is the final one) and ``adapt_on``
-  (the personalized evaluation's adaptation data: ``test`` marks pFedMe's leaky protocol).
+  (the personalized evaluation's adaptation data: ``test`` marks pFedMe's leaky protocol) and
+  ``hp`` (``local_lr=0.01, server_lr=1``: the run's step sizes and ME/MAML settings, tuned or
+  the config's; describe_hp).
 - ``table_final.{csv,md,tex}``: one row per (dataset, partition, method, tau) for every
   method except ``local``: mean and std over seeds (sample std, ddof=1; empty for one seed)
   of the headline accuracy, of the global accuracy, and beside them the local baseline and the
   majority-class baseline; ``n_seeds`` and ``n_diverged``; ``best_acc_mean/std`` (best over
   evaluations, labelled "Best" beside the final "Accuracy"). A row whose runs adapted on TEST
-  data has ``adapt_on`` ``test`` and "[adapt on TEST: leaky]" in its ``method_label``. The
-  .md/.tex show percent.
+  data has ``adapt_on`` ``test`` and "[adapt on TEST: leaky]" in its ``method_label``.
+  ``hp``: its runs' hyperparameters (empty for tables aggregated before the column existed).
+  The .md/.tex show percent; the .md lists each row's hyperparameters under the table.
 - With ``--tables DIR ...`` instead of runs: the ``curves.csv`` and ``final.csv`` of each
   DIR (written by an earlier aggregation of disjoint runs, e.g. one per (dataset, partition,
   method, tau)) are merged, and everything above is written as if from their runs (the
@@ -54,7 +57,7 @@ from __future__ import annotations
 import math
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,6 +167,22 @@ def curves_table(runs: Sequence[RunResult]) -> pd.DataFrame:
     return _sort_runs(curves, extra=["update"]).reset_index(drop=True)
 
 
+# The hyperparameters a table row states (those the tuning stage may set), in this order.
+HP_SHOWN = (
+    "local_lr", "server_lr", "personal_lr", "moreau_lambda", "inner_steps", "eval_adapt_steps",
+)  # fmt: skip
+
+
+def describe_hp(hp: Mapping[str, Any]) -> str:
+    """``local_lr=0.01, server_lr=1``: the run's values of HP_SHOWN that its config sets."""
+    return ", ".join(f"{k}={hp[k]:g}" for k in HP_SHOWN if isinstance(hp.get(k), (int, float)))
+
+
+def _text(value: Any) -> str:
+    """A CSV cell as text: an empty cell (read back as NaN) is ''."""
+    return value if isinstance(value, str) else ""
+
+
 def final_table(runs: Sequence[RunResult]) -> pd.DataFrame:
     """One row per run: identity, status, metrics of the last evaluation, headline accuracy."""
     frames = []
@@ -180,6 +199,7 @@ def final_table(runs: Sequence[RunResult]) -> pd.DataFrame:
             "best_headline_acc": float(finite.max()) if len(finite) else math.nan,
             "best_update": int(run.metrics["update"][finite.idxmax()]) if len(finite) else -1,
             "adapt_on": str(hp.get("adapt_on", "train")),
+            "hp": describe_hp(hp),
         }
         frames.append(
             pd.concat(
@@ -279,13 +299,18 @@ def summary_table(final: pd.DataFrame) -> pd.DataFrame:
                 "best_acc_mean": best[0],
                 "best_acc_std": best[1],
                 "adapt_on": "test" if leaky else "train",
+                # the runs' hyperparameters (tuned or the config's: the manifest says which);
+                # seeds of one row share them, so more than one value is shown joined by " | "
+                "hp": " | ".join(dict.fromkeys(group["hp"].map(_text)))
+                if "hp" in group
+                else "",
             }
         )
     columns = [
         "dataset", "partition", "method", "method_label", "tau", "n_seeds", "n_diverged",
         "acc_mean", "acc_std", "global_acc_mean", "global_acc_std", "local_acc_mean",
         "local_acc_std", "local_n_seeds", "majority_acc_mean", "majority_acc_std",
-        "best_acc_mean", "best_acc_std", "adapt_on",
+        "best_acc_mean", "best_acc_std", "adapt_on", "hp",
     ]  # fmt: skip
     table = pd.DataFrame(rows, columns=columns)
     if table.empty:

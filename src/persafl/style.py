@@ -181,7 +181,22 @@ def format_markdown(table: pd.DataFrame) -> str:
         "Majority: majority-class baseline. [adapt on TEST: leaky]: pFedMe's Per-FedAvg "
         "evaluation, adapting on test batches (comparison only).\n"
     )
-    return "\n".join(lines) + "\n" + note
+    return "\n".join(lines) + "\n" + note + _hp_note(table)
+
+
+def _hp_note(table: pd.DataFrame) -> str:
+    """Each (dataset, method)'s hyperparameters, as its runs' configs set them (tuned where the
+    config tunes: paper_figures/manifest.json names the config); empty for older tables."""
+    if "hp" not in table:
+        return ""
+    rows = table.assign(hp=table["hp"].map(lambda v: v if isinstance(v, str) else ""))
+    if not rows["hp"].str.len().any():
+        return ""
+    lines = ["\nHyperparameters of the runs (each row's bounds share them):\n"]
+    for (dataset, label), hp in rows.groupby(["dataset", "method_label"], sort=False)["hp"]:
+        values = " | ".join(v for v in dict.fromkeys(hp) if v)
+        lines.append(f"- {DATASET_LABELS.get(dataset, dataset)}, {label}: {values or '-'}")
+    return "\n".join(lines) + "\n"
 
 
 def _latex_escape(text: str) -> str:
