@@ -163,3 +163,43 @@ def test_the_regime_config_uses_the_committed_tuned_values():
         if row.method == "persafl_me":
             afl = sweep.run_config(cfg, row.dataset, partition, "afl", 4, 0)["method"]["hp"]
             assert float(afl["personal_lr"]) == selected["personal_lr"]
+
+
+def test_a_diverged_run_is_no_result_for_its_clients(tmp_path):
+    """A diverged local run must not enter max(local, global) with its collapsed accuracies
+    (regression: its clients.csv was read, and a personalized method then 'won' that seed)."""
+    from persafl.run_files import write_run_outputs
+    from persafl.train import CLIENT_COLUMNS
+
+    def run(method: str, seed: int, status: str, acc: float) -> str:
+        run_dir = tmp_path / f"dataset~d/partition~p/method~{method}/tau~0/seed~{seed}"
+        run_dir.mkdir(parents=True)
+        metrics = [
+            {"update": 0, "time": 0, "grad_evals": 0, "staleness_mean": 0, "staleness_max": 0,
+             "dropped": 0, "global_acc_ca": acc, "global_acc_sw": acc, "global_loss_ca": 1.0,
+             "personal_acc_ca": acc, "personal_acc_sw": acc, "majority_acc_ca": 0.5,
+             "majority_acc_sw": 0.5}
+        ]  # fmt: skip
+        clients = [
+            {"client": c, "n_train": 10, "n_test": 5, "global_acc": acc, "personal_acc": acc,
+             "majority_acc": 0.5, "masked_acc": acc, "finetune_acc": acc}
+            for c in range(2)
+        ]  # fmt: skip
+        summary = {"status": status, "config": {"method": {"name": method, "hp": {}}}}
+        write_run_outputs(
+            run_dir, metrics, clients, summary,
+            metrics_columns=list(metrics[0]), client_columns=CLIENT_COLUMNS,
+        )  # fmt: skip
+        return str(run_dir)
+
+    runs = [
+        run("local", 0, "completed", 0.9), run("local", 1, "diverged", 0.1),
+        run("afl", 0, "completed", 0.6), run("afl", 1, "completed", 0.6),
+        run("persafl_me", 0, "completed", 0.8), run("persafl_me", 1, "completed", 0.8),
+    ]  # fmt: skip
+    labels = {"p": {"skew": "s", "cap": "all"}}
+    wide = regime.clients_table(regime.load_clients(runs, labels))
+    assert wide.loc[wide["seed"] == 1, "local"].isna().all()
+    me = regime.summary_table(wide).set_index("method").loc["persafl_me"]
+    assert me["win_rate"] == 0.0  # seed 0 only: 0.8 < local 0.9; seed 1 is not a win
+    assert regime.summary_table(wide).set_index("method").loc["local", "seeds"] == 1

@@ -281,8 +281,9 @@ def load_clients(runs: Sequence[str | Path], partitions: Mapping[str, Mapping[st
     for path in runs:
         run_dir = resolve_run_dir(path)
         identity = parse_identity(run_dir)
-        if load_run(run_dir) is None:  # diverged: its accuracies stay NaN in the table
-            continue
+        run = load_run(run_dir)  # None: a status that does not count
+        if run is None or run.summary.get("status") == "diverged":
+            continue  # no result: its clients' accuracies stay NaN (not its last values)
         labels = partitions.get(identity["partition"])
         if labels is None:
             raise RegimeError(f"{run_dir}: partition {identity['partition']!r} not in --partitions")
