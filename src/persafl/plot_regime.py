@@ -133,8 +133,14 @@ def regime_figure(summary: pd.DataFrame, dataset: str) -> Figure:
             if cross is None and {"local", "afl"} <= set(block["method"]):
                 local = block[block["method"] == "local"].set_index("cap")["acc_mean"]
                 afl = block[block["method"] == "afl"].set_index("cap")["acc_mean"]
-                side = "above" if (local - afl).dropna().gt(0).all() else "not above"
-                note = f"no crossover: local {side} A-FL at every size"
+                gap = (local - afl).dropna()
+                note = (
+                    "no crossover: local above A-FL at every size"
+                    if gap.gt(0).all()
+                    else "no crossover: local never above A-FL"
+                    if gap.le(0).all()
+                    else "no single crossover"
+                )
                 # above the plot area, under the title: inside it, it collided with the curves
                 top.text(
                     0.5,
