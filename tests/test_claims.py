@@ -90,7 +90,7 @@ def test_regime_win_rate_is_read_per_client_rows_not_recomputed_from_means() -> 
         }
     )
     claim = claims.regime([summary])
-    assert claim.verdict == "partly" and "ME at most 60 % (d s, 30/client)" in claim.numbers
+    assert claim.verdict == "partly" and "s at most 60 % (ME, d, 30/client)" in claim.numbers
     assert claims.regime([]).verdict == "untestable here"
 
 
