@@ -294,7 +294,13 @@ def test_train_uses_the_configs_threads_not_torchs_default(tmp_path):
 def test_partition_figure_refuses_a_table_of_another_config(tmp_path, capsys):
     from persafl.figures import main
 
-    table = REPO / "results" / "tables" / "partition_synthetic.csv"  # the paper's: 100 clients
+    # a table of 100 clients written here: the checkout's results/tables/partition_synthetic.csv
+    # is rewritten by `make reproduce` (30 clients), and the README runs that before `make test`
+    table = tmp_path / "partition_synthetic.csv"
+    rows = ["client," + ",".join(f"class_{c}" for c in range(10))]
+    rows += [f"{i}," + ",".join("5" if c in (i % 10, (i + 1) % 10) else "0" for c in range(10))
+             for i in range(100)]  # fmt: skip
+    table.write_text("\n".join(rows) + "\n")
     out = tmp_path / "fig.pdf"
     args = ["partition", "--counts", str(table), "--out", str(out)]
     assert main([*args, "--expect", '{"clients": 12}']) == 1
