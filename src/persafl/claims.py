@@ -289,13 +289,16 @@ def collect(root: Path) -> list[Claim]:
 def config_files(root: Path) -> list[str]:
     """The config files the manifest says produced the committed set."""
     manifest = json.loads((root / "paper_figures" / "manifest.json").read_text())
-    return [f["path"] for f in manifest["config"]["files"]]
+    files = [f["path"] for f in manifest["config"]["files"]]
+    tuning = [f["path"] for f in (manifest.get("tuning_config") or {}).get("files", [])]
+    return files + [f"{path} (tuning)" for path in tuning if path not in files]
 
 
 def markdown(claims: list[Claim], configs: list[str]) -> str:
     made = ", ".join(f"`{c}`" for c in configs)
     lines = [
-        f"Committed set (paper_figures/manifest.json): {made}.",
+        f"Committed set (paper_figures/manifest.json): {made}; the regime tables come from "
+        "`config/regime.yaml`.",
         "",
         "| claim | verdict | numbers | table |",
         "|---|---|---|---|",
