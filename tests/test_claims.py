@@ -102,7 +102,9 @@ def test_a_block_needs_its_markers() -> None:
 
 
 def _committed(tmp_path: Path) -> Path:
-    paths = ["paper_figures", "results/tables", "benchmarks/hvp_control", *claims.TARGETS]
+    paths = [
+        "paper_figures", "results/tables", "benchmarks/hvp_control", "config", *claims.TARGETS
+    ]  # fmt: skip
     try:
         archive = subprocess.run(
             ["git", "-C", str(CHECKOUT), "archive", "--format=tar", "HEAD", *paths],
@@ -120,6 +122,8 @@ def test_committed_summary_blocks_match_the_committed_tables(tmp_path: Path) -> 
     """README.md and docs/results.md quote the same summary, computed from the tables."""
     root = _committed(tmp_path)
     assert claims.main(["--root", str(root), "--docs", str(root), "--check"]) == 0
-    block = claims.markdown(claims.collect(root), claims.config_files(root))
+    block = claims.markdown(
+        claims.collect(root), claims.config_files(root), claims.final_runs_tuned(root)
+    )
     for target in claims.TARGETS:
         assert block in (root / target).read_text()

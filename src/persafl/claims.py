@@ -294,11 +294,24 @@ def config_files(root: Path) -> list[str]:
     return files + [f"{path} (tuning)" for path in tuning if path not in files]
 
 
-def markdown(claims: list[Claim], configs: list[str]) -> str:
+def final_runs_tuned(root: Path) -> bool:
+    """Whether the config that made the final tables tunes (its `tuning.enabled`)."""
+    import yaml
+
+    manifest = json.loads((root / "paper_figures" / "manifest.json").read_text())
+    first = root / manifest["config"]["files"][0]["path"]
+    if not first.is_file():
+        return False
+    cfg = yaml.safe_load(first.read_text()) or {}
+    return bool((cfg.get("tuning") or {}).get("enabled"))
+
+
+def markdown(claims: list[Claim], configs: list[str], tuned: bool = False) -> str:
     made = ", ".join(f"`{c}`" for c in configs)
+    hp = "tuned" if tuned else "the config's own, untuned (the base papers' settings)"
     lines = [
         f"Committed set (paper_figures/manifest.json): {made}; the regime tables come from "
-        "`config/regime.yaml`.",
+        f"`config/regime.yaml`. Hyperparameters of the final runs (table_final): {hp}.",
         "",
         "| claim | verdict | numbers | table |",
         "|---|---|---|---|",
@@ -323,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--write", action="store_true", help="rewrite the blocks in place")
     mode.add_argument("--check", action="store_true", help="fail if a block is out of date")
     args = parser.parse_args(argv)
-    block = markdown(collect(args.root), config_files(args.root))
+    block = markdown(collect(args.root), config_files(args.root), final_runs_tuned(args.root))
     if not (args.write or args.check):
         print(block)
         return 0
