@@ -4,9 +4,6 @@ both are compared with the tables, not typed by hand)."""
 
 from __future__ import annotations
 
-import io
-import subprocess
-import tarfile
 from pathlib import Path
 
 import pandas as pd
@@ -101,26 +98,12 @@ def test_a_block_needs_its_markers() -> None:
     assert claims.replace_block(text, "NEW", "f") == "a\nNEW\nb"
 
 
-def _committed(tmp_path: Path) -> Path:
-    paths = [
-        "paper_figures", "results/tables", "benchmarks/hvp_control", "config", *claims.TARGETS
-    ]  # fmt: skip
-    try:
-        archive = subprocess.run(
-            ["git", "-C", str(CHECKOUT), "archive", "--format=tar", "HEAD", *paths],
-            capture_output=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return CHECKOUT
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(tmp_path, filter="data")
-    return tmp_path
-
-
-def test_committed_summary_blocks_match_the_committed_tables(tmp_path: Path) -> None:
+def test_committed_summary_blocks_match_the_committed_tables() -> None:
     """README.md and docs/results.md quote the same summary, computed from the tables."""
-    root = _committed(tmp_path)
+    from test_committed_figures import COMMITTED_PATHS, committed_root
+
+    paths = (*COMMITTED_PATHS, "benchmarks/hvp_control", *claims.TARGETS)
+    root = committed_root(CHECKOUT, paths)
     assert claims.main(["--root", str(root), "--docs", str(root), "--check"]) == 0
     block = claims.markdown(
         claims.collect(root), claims.config_files(root), claims.final_runs_tuned(root)

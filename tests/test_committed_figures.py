@@ -32,12 +32,12 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 COMMITTED_PATHS = ("paper_figures", "results/tables", "config")
 
 
-def committed_root(checkout: Path) -> Path:
-    """A folder holding HEAD's committed figures, tables and configs (``checkout`` itself
-    when it is not a git checkout with those paths committed)."""
+def committed_root(checkout: Path, paths: tuple[str, ...] = COMMITTED_PATHS) -> Path:
+    """A folder holding HEAD's committed ``paths`` (figures, tables and configs by default;
+    ``checkout`` itself when it is not a git checkout with those paths committed)."""
     try:
         archive = subprocess.run(
-            ["git", "-C", str(checkout), "archive", "--format=tar", "HEAD", *COMMITTED_PATHS],
+            ["git", "-C", str(checkout), "archive", "--format=tar", "HEAD", *paths],
             capture_output=True,
             check=True,
         ).stdout
