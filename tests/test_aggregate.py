@@ -65,6 +65,7 @@ def write_run(
         "config": {},
         "seed": seed,
         "wall_seconds": 1.5,
+        "git_commit": f"commit-of-{method}",
         "trace": {"dropped": 2, "wait_time": 3.0, "num_updates": 100},
         "final": {},
     }
@@ -199,6 +200,7 @@ def test_curves_and_final_tables(runs_root) -> None:
     assert me0["update"] == 100 and me0["dropped"] == 2 and me0["staleness_max"] == 2
     assert me0["headline_acc"] == pytest.approx(0.7)
     assert me0["status"] == "completed" and me0["wait_time"] == 3.0
+    assert me0["git_commit"] == "commit-of-persafl_me"  # each run's code, from its summary
 
 
 def test_missing_summary_names_the_directory(runs_root) -> None:

@@ -107,3 +107,26 @@ def test_table_copies_equal_the_aggregated_tables():
         committed = (REPO / entry["path"]).read_bytes()
         assert committed == (REPO / entry["table"]).read_bytes(), entry["path"]
         assert hashlib.sha256(committed).hexdigest() == entry["sha256"], entry["path"]
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(CHECKOUT), *args], capture_output=True, text=True)
+
+
+def test_manifest_names_clean_committed_code():
+    """The committed results were made by committed code: the manifest's commit, and the
+    commit of every run behind the committed tables (``run_commits``, from each run's
+    summary.json through the final.csv tables), is clean (no ``+dirty``) and an ancestor of
+    HEAD. Runs aggregated before tables recorded their commit show as ``unknown``."""
+    if _git("rev-parse", "HEAD").returncode != 0:
+        pytest.skip("not a git checkout")
+    if _git("rev-parse", "--is-shallow-repository").stdout.strip() == "true":
+        pytest.skip("shallow clone: ancestry unknown")
+    manifest = load_manifest()
+    commits = [manifest["git_commit"], *manifest.get("run_commits", [])]
+    for commit in commits:
+        assert not commit.endswith("+dirty"), f"{commit}: results made by a modified tree"
+        if commit == "unknown" and commit is not manifest["git_commit"]:
+            continue
+        ancestor = _git("merge-base", "--is-ancestor", commit, "HEAD")
+        assert ancestor.returncode == 0, f"{commit} is not an ancestor of HEAD"

@@ -88,13 +88,16 @@ def test_descend_helper_fused_and_unfused_agree() -> None:
 
 @pytest.mark.parametrize(("name", "shape", "kw"), CASES)
 @pytest.mark.parametrize("decay", [0.0, 0.3])
-def test_fused_prox_equals_generic_moreau_prox(name, shape, kw, decay) -> None:
+@pytest.mark.parametrize("from_anchor", [False, True])
+def test_fused_prox_equals_generic_moreau_prox(name, shape, kw, decay, from_anchor) -> None:
     """ME's inner solver through persafl.engine.fused.make_prox (u = theta - fixed point, the first
-    layer's X a^T computed once) equals the generic loop of descend steps, start != anchor."""
+    layer in low-rank form: X a^T once, then the Gram matrix times the accumulated dZ) equals
+    the generic loop of descend steps, from the anchor (ME's local step) and from elsewhere."""
     from persafl.methods import me
 
     model, _, stacked, x, y = stacked_problem(name, shape, kw)
-    start = {k: v + 0.2 * torch.randn_like(v) for k, v in stacked.items()}
+    moved = {k: v + 0.2 * torch.randn_like(v) for k, v in stacked.items()}
+    start = stacked if from_anchor else moved
     hp = {"moreau_lambda": 2.0, "personal_lr": 0.2, "weight_decay": decay, "inner_steps": 3}
     with_fused = make_batched_grad_fn(model)
     assert hasattr(with_fused, "prox")

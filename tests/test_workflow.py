@@ -176,12 +176,22 @@ def incomplete_outputs(workdir: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """Start the tiny workflow, kill it (snakemake and its jobs) once the first runs have
-    finished, check what it left, then resume. Returns (workdir, facts)."""
+    """Finish one training group, then start the whole tiny workflow and kill it (snakemake
+    and its jobs) while another group trains; check what it left, then resume. Returns
+    (workdir, facts).
+
+    Deterministic by construction: the finished group comes from a first, complete invocation
+    (not from racing the kill against a job's end, which once found no group finished on a
+    loaded machine), and the kill waits for a training job to be marked running."""
     workdir = tmp_path_factory.mktemp("tiny")
     summaries = expected_summaries(workdir)
-    facts: dict = {}
+    cfg = sweep.load_sweep_config([TEST_CONFIG])
+    first = sweep.group_keys(cfg)[0]
+    first_targets = [f"{sweep.run_dir(k)}/summary.json" for k in sweep.group_runs(cfg, first)]
+    facts: dict = {"first_group": first}
     t0 = time.monotonic()
+    res = run(workdir, "--cores", "2", *first_targets, "--configfile", str(TEST_CONFIG))
+    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
     proc = subprocess.Popen(
         snakemake_cmd(workdir, "--cores", "2", "--configfile", str(TEST_CONFIG)),
         cwd=REPO,
@@ -191,14 +201,15 @@ def tiny_run(tmp_path_factory):
         stderr=subprocess.DEVNULL,
     )
     try:
-        # kill once snakemake has recorded a finished group (its summaries exist and are no
-        # longer marked incomplete): the other groups are then mid-run or not started
-        while time.monotonic() - t0 < 300:
+        # kill once a training job has started (its summaries are marked incomplete)
+        while time.monotonic() - t0 < 600:
             assert proc.poll() is None, "the workflow ended before it could be interrupted"
             marked = incomplete_outputs(workdir)
-            if any(p.exists() and str(p.relative_to(workdir)) not in marked for p in summaries):
+            if any(str(p.relative_to(workdir)) in marked for p in summaries):
                 break
-            time.sleep(0.2)
+            time.sleep(0.1)
+        else:
+            pytest.fail("no training job started within 600 s")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # a crash: snakemake and its running jobs
         proc.wait()
@@ -242,6 +253,7 @@ def test_interrupted_run_reruns_only_missing_jobs(tiny_run):
     done = facts["done_runs"]
     unfinished = [g for g, paths in groups.items() if not all(p in done for p in paths)]
     assert 0 < len(unfinished) < len(groups)
+    assert facts["first_group"] not in unfinished  # the group finished first is kept
     assert sum(len(groups[g]) for g in unfinished) == n_runs - facts["done_before_kill"]
     assert train_jobs(facts["rerun_counts"]) == len(unfinished)
     started = re.findall(r"rule (train_\w+):", facts["resume_log"])

@@ -24,7 +24,8 @@ Written into ``--out-dir``:
   statistic, which selects on the test set; ``headline_acc`` is the final one) and ``adapt_on``
   (the personalized evaluation's adaptation data: ``test`` marks pFedMe's leaky protocol) and
   ``hp`` (``local_lr=0.01, server_lr=1``: the run's step sizes and ME/MAML settings, tuned or
-  the config's; describe_hp).
+  the config's; describe_hp) and ``git_commit`` (the code that trained it, from summary.json;
+  ``+dirty`` marks a modified tree: persafl.provenance).
 - ``table_final.{csv,md,tex}``: one row per (dataset, partition, method, tau) for every
   method except ``local``: mean and std over seeds (sample std, ddof=1; empty for one seed)
   of the headline accuracy, of the global accuracy, and beside them the local baseline and the
@@ -200,6 +201,7 @@ def final_table(runs: Sequence[RunResult]) -> pd.DataFrame:
             "best_update": int(run.metrics["update"][finite.idxmax()]) if len(finite) else -1,
             "adapt_on": str(hp.get("adapt_on", "train")),
             "hp": describe_hp(hp),
+            "git_commit": str(run.summary.get("git_commit") or "unknown"),
         }
         frames.append(
             pd.concat(

@@ -20,7 +20,7 @@ Format (``"format": 2``)::
     {"format": 2,
      "config": {"hash": H, "files": [{"path": "config/synthetic.yaml", "sha256": ...}],
                 "overrides": {...}},
-     "config_hash": H, "git_commit": ..., "datasets": [...], "methods": [...],
+     "config_hash": H, "git_commit": ..., "run_commits": [...], "datasets": [...], "methods": [...],
      "staleness_bounds": [...], "seeds": [...],
      "figures": [{"file": "fig_accuracy_D.pdf", "path": "paper_figures/fig_accuracy_D.pdf",
                   "kind": "accuracy", "table": "results/tables/dataset~D/tau~T/curves.csv",
@@ -44,7 +44,6 @@ import argparse
 import hashlib
 import json
 import shlex
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from persafl import sweep
+from persafl.provenance import git_commit, run_commits
 
 MANIFEST_FORMAT = 2
 FIGURES_DIR = "paper_figures"
@@ -260,25 +260,6 @@ def sha256_of(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def git_commit(repo: str | Path) -> str:
-    """HEAD of the git repository at ``repo`` (``+dirty`` if modified), or ``unknown``."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    try:
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        dirty = False
-    return commit + ("+dirty" if dirty else "")
-
-
 def _relative(path: str | Path, repo: Path) -> str:
     """``path`` relative to the repository when inside it (the manifest is committed)."""
     resolved = Path(path).resolve()
@@ -353,6 +334,8 @@ def build_manifest(
         },
         "config_hash": sweep.config_hash(cfg),
         "git_commit": git_commit(repo),
+        # the code that trained the runs behind results/tables (persafl.provenance)
+        "run_commits": run_commits(root / "results" / "tables"),
         "datasets": sweep.datasets(cfg),
         "methods": list(cfg["methods"]),
         "staleness_bounds": list(cfg["staleness_bounds"]),

@@ -20,7 +20,6 @@ import argparse
 import logging
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from persafl import __version__
+from persafl import __version__, provenance
 from persafl.config import ConfigError, load_run_config
 from persafl.engine.evaluate import METRIC_COLUMNS
 from persafl.engine.executor import ROW_PREFIX, RunResult
@@ -51,19 +50,8 @@ CLIENT_COLUMNS = (
 
 
 def git_commit() -> str:
-    """The commit of the source tree (``git rev-parse HEAD``), or ``"unknown"``."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """The commit of the source tree, ``+dirty`` if it was modified (persafl.provenance)."""
+    return provenance.git_commit(Path(__file__).resolve().parent)
 
 
 def _baselines(run: Any, result: RunResult) -> dict[str, np.ndarray]:

@@ -140,9 +140,18 @@ def make_prox(model: nn.Module) -> Callable[..., Params]:
     clients of a fusable ``model`` (needs ``lam + decay > 0``). Written around the fixed point of
     the linear part, ``a = lam anchor / (lam + decay)``: with ``u = theta - a`` the iteration
     is ``u <- keep u - lr grad f(a + u)``, ``keep = 1 - lr (lam + decay)``, so each weight
-    update is one ``baddbmm(u, dZ^T, A, beta=keep, alpha=-lr)``; and since the batch is the
-    same in every iteration, the first layer's ``X a^T`` is computed once, leaving ``X u^T``
-    per iteration (theta itself is only formed for the small later layers and at the end).
+    update is one ``baddbmm(u, dZ^T, A, beta=keep, alpha=-lr)`` (theta itself is only formed
+    for the small later layers and at the end).
+
+    The first layer never touches its wide weight inside the loop. Its gradient at iteration k
+    is ``D_k^T X`` (``D_k`` = dZ_1, [B, H]) and the batch X is the same in every iteration, so
+    ``u_k = keep^k u_0 + E_k^T X`` with ``E_{k+1} = keep E_k - lr D_k`` ([B, H]), and its
+    pre-activation is ``X a^T + keep^k X u_0^T + G E_k + b`` with the Gram matrix
+    ``G = X X^T`` ([B, B]). Per client and local step the first layer then costs two
+    ``B x in x H`` products (``X a^T`` and the final ``E_K^T X``; a third, ``X u_0^T``, when
+    theta does not start at the anchor) and ``G``, instead of two per iteration: for MNIST's
+    784-100 layer, K = 5 and B = 20, 6.9 instead of 34.5 MFLOP (the same values up to float
+    rounding: tests/test_fused.py against the generic loop).
     """
     layers = _plan(model)
     if layers is None:
@@ -169,10 +178,15 @@ def make_prox(model: nn.Module) -> Callable[..., Params]:
             u = {k: start[k] - fixed[k] for k in start}
         clients, batch = int(x.shape[0]), int(x.shape[1])
         data = x.reshape(clients, batch, -1)
-        if first is not None:  # X a^T + b_a of the first layer, shared by every iteration
-            fixed_out = torch.baddbmm(
-                fixed[f"{first}.bias"].unsqueeze(1), data, fixed[f"{first}.weight"].transpose(1, 2)
-            )
+        if first is not None:  # the first layer in the low-rank form above
+            w1, b1 = f"{first}.weight", f"{first}.bias"
+            fixed_out = torch.baddbmm(fixed[b1].unsqueeze(1), data, fixed[w1].transpose(1, 2))
+            gram = torch.bmm(data, data.transpose(1, 2))
+            start_w = u.pop(w1)
+            zero_start = start is anchor and ratio == 1.0
+            start_out = None if zero_start else torch.bmm(data, start_w.transpose(1, 2))
+            coeff = data.new_zeros(clients, batch, int(start_w.shape[1]))  # E_k
+            scale = 1.0  # keep^k
         for _ in range(int(steps)):
             hidden, saved = data, []
             for name, layer in body:
@@ -180,9 +194,10 @@ def make_prox(model: nn.Module) -> Callable[..., Params]:
                 if isinstance(layer, nn.Linear):
                     w, b = f"{name}.weight", f"{name}.bias"
                     if name == first:
-                        out = torch.baddbmm(
-                            fixed_out + u[b].unsqueeze(1), hidden, u[w].transpose(1, 2)
-                        )
+                        offset = fixed_out + u[b].unsqueeze(1)
+                        if start_out is not None:
+                            offset = torch.add(offset, start_out, alpha=scale)
+                        out = torch.baddbmm(offset, gram, coeff)
                     else:
                         weight = fixed[w] + u[w]
                         out = torch.baddbmm(
@@ -204,12 +219,26 @@ def make_prox(model: nn.Module) -> Callable[..., Params]:
                         grad_in = torch.bmm(delta, weight)
                     else:
                         grad_in = None
-                    new[w] = torch.baddbmm(u[w], delta.transpose(1, 2), inp, beta=keep, alpha=-lr)
+                    if name == first:
+                        coeff = torch.add(coeff * keep, delta, alpha=-lr)
+                    else:
+                        new[w] = torch.baddbmm(
+                            u[w], delta.transpose(1, 2), inp, beta=keep, alpha=-lr
+                        )
                     new[b] = torch.add(u[b] * keep, delta.sum(1), alpha=-lr)
                     delta = grad_in
                 else:
                     delta = _BACKWARD[type(layer)](delta, inp, out)
             u = new
+            if first is not None:
+                scale *= keep
+        if first is not None:  # u_K = keep^K u_0 + E_K^T X
+            lift = coeff.transpose(1, 2)
+            u[w1] = (
+                torch.bmm(lift, data)
+                if zero_start
+                else torch.baddbmm(start_w, lift, data, beta=scale)
+            )
         return {k: fixed[k] + u[k] for k in start}
 
     return prox
