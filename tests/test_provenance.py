@@ -26,8 +26,17 @@ def test_git_commit_is_head_and_marks_a_modified_tree(tmp_path):
     assert git_commit(tmp_path) == head
     (tmp_path / "untracked.txt").write_text("new\n")  # untracked files do not count
     assert git_commit(tmp_path) == head
-    (tmp_path / "a.txt").write_text("2\n")
+    (tmp_path / "results").mkdir()  # the workflow's outputs may change: still clean
+    (tmp_path / "results" / "t.csv").write_text("x\n1\n")
+    _git(tmp_path, "add", "results/t.csv")
+    _git(tmp_path, "commit", "-q", "-m", "two")
+    head = _git(tmp_path, "rev-parse", "HEAD")
+    (tmp_path / "results" / "t.csv").write_text("x\n2\n")
+    assert git_commit(tmp_path) == head
+    assert git_commit(tmp_path / "results") == head  # from a subfolder too
+    (tmp_path / "a.txt").write_text("2\n")  # the code changed: dirty
     assert git_commit(tmp_path) == head + DIRTY
+    assert git_commit(tmp_path / "results") == head + DIRTY
 
 
 def test_git_commit_outside_a_repository_is_unknown(tmp_path):

@@ -12,11 +12,14 @@ import subprocess
 from pathlib import Path
 
 DIRTY = "+dirty"
+# The workflow's outputs: committed, and rewritten by every run, so not part of "the code".
+OUTPUTS = ("results", "paper_figures")
 
 
 def git_commit(repo: str | Path) -> str:
-    """HEAD of the git repository at ``repo`` (``+dirty`` if tracked files are modified), or
-    ``unknown`` outside a repository."""
+    """HEAD of the git repository at ``repo``, or ``unknown`` outside a repository;
+    ``+dirty`` if a tracked file outside the workflow's outputs (``results/``,
+    ``paper_figures/``: a run rewrites them) differs from HEAD: code, configs, docs."""
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -28,7 +31,10 @@ def git_commit(repo: str | Path) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     try:
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        top = Path(git("rev-parse", "--show-toplevel"))
+        excluded = [f":(exclude){top / name}" for name in OUTPUTS]
+        status = git("status", "--porcelain", "--untracked-files=no", "--", str(top), *excluded)
+        dirty = bool(status)
     except (OSError, subprocess.SubprocessError):
         dirty = False
     return (commit or "unknown") + (DIRTY if dirty and commit else "")
