@@ -429,9 +429,10 @@ def test_12_lock_warning_and_unlock_refused_while_another_snakemake_runs(tmp_pat
     warning = locks.lock_warning(tmp_path)
     assert warning is not None and "--unlock now makes it fail" in warning
     assert locks.unlock_refusal(tmp_path) is None
-    # a stand-in for a snakemake still working in that directory
+    # a stand-in for a snakemake still working in that directory; it must outlive the real
+    # snakemake below, which can take a minute to start on a loaded machine (killed at the end)
     other = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)", "snakemake"], cwd=tmp_path
+        [sys.executable, "-c", "import time; time.sleep(3600)", "snakemake"], cwd=tmp_path
     )
     try:
         import time
