@@ -43,7 +43,7 @@ rule fig_regime:
     input:
         regime_summary_of,
     output:
-        pdf="paper_figures/fig_regime_{dataset}.pdf",
+        pdf=report("paper_figures/fig_regime_{dataset}.pdf", caption="../report/fig_regime.rst", category="Regime", subcategory="{dataset}"),
         png="paper_figures/fig_regime_{dataset}.png",
     log:
         "results/logs/figures/fig_regime_{dataset}.log",

@@ -67,7 +67,7 @@ if STUDY:
         input:
             study_figure_table,
         output:
-            pdf="paper_figures/fig_{kind}_{dataset}.pdf",
+            pdf=report("paper_figures/fig_{kind}_{dataset}.pdf", caption="../report/fig_study.rst", category="Staleness and time", subcategory="{kind}"),
             png="paper_figures/fig_{kind}_{dataset}.png",
         log:
             "results/logs/figures/fig_{kind}_{dataset}.log",

@@ -131,7 +131,7 @@ rule fig_tuning:
     input:
         "results/tables/tuning_{dataset}.csv",
     output:
-        pdf="paper_figures/fig_tuning_{dataset}.pdf",
+        pdf=report("paper_figures/fig_tuning_{dataset}.pdf", caption="../report/fig_tuning.rst", category="Tuning", subcategory="{dataset}"),
         png="paper_figures/fig_tuning_{dataset}.png",
     log:
         "results/logs/figures/fig_tuning_{dataset}.log",
