@@ -7,7 +7,8 @@ Written into ``--out-dir`` (``results/tables/staleness/``, committed):
   grad_evals_total``) with ``grad_evals``, ``grad_evals_dropped``, ``dropped``,
   ``staleness_mean/p95/max`` and the accuracies (``headline_acc``: personalized, A-FL global).
 - ``final.csv``: one row per run: the last evaluation, ``applied_jobs``, ``wait_time``,
-  ``staleness_p95`` of the whole run and ``wall_seconds``.
+  ``staleness_p95`` of the whole run, ``wall_seconds`` and ``git_commit`` (the code behind the
+  run).
 - ``table_bounds.{csv,md}``: per (data set, setting, method, bound), over seeds: achieved
   staleness (mean, p95, max), drops and the share of finished jobs dropped, the idle share of
   client time, and the headline accuracy at three equal budgets: the same number of updates
@@ -87,7 +88,8 @@ def study_tables(cfg: Mapping[str, Any], root: str) -> tuple[pd.DataFrame, pd.Da
                 "jobs_started": int(trace["jobs_started"]),
             })
         head = pd.DataFrame([by_run[tuple(k)] for k in f[list(IDENTITY)].itertuples(index=False)])
-        keep = [*IDENTITY, *CURVE_COLUMNS, "wait_time", "wall_seconds", "best_headline_acc"]
+        keep = [*IDENTITY, *CURVE_COLUMNS, "wait_time", "wall_seconds", "best_headline_acc",
+                "git_commit"]  # the code behind each run (persafl.provenance)
         finals.append(pd.concat([head, f[keep], pd.DataFrame(rows)], axis=1))
     return pd.concat(curves, ignore_index=True), pd.concat(finals, ignore_index=True)
 
