@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -215,3 +217,30 @@ def test_a_diverged_run_is_no_result_for_its_clients(tmp_path):
     me = regime.summary_table(wide).set_index("method").loc["persafl_me"]
     assert me["win_rate"] == 0.0  # seed 0 only: 0.8 < local 0.9; seed 1 is not a win
     assert regime.summary_table(wide).set_index("method").loc["local", "seeds"] == 1
+
+
+def test_the_per_run_table_names_each_runs_code_and_status(tmp_path):
+    """final.csv lists every run (a diverged one too) with the commit from its summary.json,
+    and persafl.provenance.run_commits reads it (the manifest's run_commits)."""
+    from persafl.provenance import run_commits
+
+    runs = []
+    for method, seed, status, commit in [
+        ("local", 0, "completed", "abc"), ("local", 1, "diverged", "abc"),
+        ("persafl_me", 0, "completed", None),
+    ]:  # fmt: skip
+        run_dir = tmp_path / f"runs/dataset~d/partition~p/method~{method}/tau~0/seed~{seed}"
+        run_dir.mkdir(parents=True)
+        summary = {"status": status, **({"git_commit": commit} if commit else {})}
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+        runs.append(str(run_dir))
+    table = regime.runs_table(runs, {"p": {"skew": "s", "cap": "all"}})
+    assert list(table["method"]) == ["local", "local", "persafl_me"]
+    assert list(table["status"]) == ["completed", "diverged", "completed"]
+    assert list(table["git_commit"]) == ["abc", "abc", "unknown"]
+    out = tmp_path / "tables/regime/dataset~d/final.csv"
+    out.parent.mkdir(parents=True)
+    table.to_csv(out, index=False)
+    assert run_commits(tmp_path / "tables") == ["abc", "unknown"]
+    with pytest.raises(regime.RegimeError, match="partition 'p' not in --partitions"):
+        regime.runs_table(runs, {"q": {"skew": "s", "cap": "all"}})

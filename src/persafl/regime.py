@@ -16,10 +16,14 @@ runs into two tables (workflow/rules/regime.smk):
   averaged over seeds; and the paired per-client difference ``acc - max(local, afl)``, averaged
   over clients per seed, with its 95 % t-interval over seeds. Both are computed client by
   client, never from the means (a method can beat both means and still lose on most clients).
+- ``final.csv``: one row per run (dataset, skew, cap, method, seed, ``status``, ``git_commit``:
+  the code that trained it, from its summary.json), so the manifest's ``run_commits``
+  (:mod:`persafl.provenance`) names the regime study's code too.
 
 CLI::
 
-    python -m persafl.regime clients --runs RUN/summary.json ... --partitions JSON --out clients.csv
+    python -m persafl.regime clients --runs RUN/summary.json ... --partitions JSON \
+        --out clients.csv [--runs-out final.csv]
     python -m persafl.regime summary --clients clients.csv --out-dir DIR   # summary.csv, winrate.md
 """
 
@@ -291,6 +295,28 @@ def load_clients(runs: Sequence[str | Path], partitions: Mapping[str, Mapping[st
     return pd.DataFrame(rows)
 
 
+def runs_table(runs: Sequence[str | Path], partitions: Mapping[str, Mapping[str, str]]):
+    """One row per run: its keys, ``status`` (a diverged run is listed, not tabulated) and
+    ``git_commit`` (the code that trained it; ``unknown`` when its summary lacks it)."""
+    from persafl.aggregate import parse_identity
+    from persafl.aggregate_cli import resolve_run_dir
+
+    rows = []
+    for path in runs:
+        run_dir = resolve_run_dir(path)
+        identity = parse_identity(run_dir)
+        labels = partitions.get(identity["partition"])
+        if labels is None:
+            raise RegimeError(f"{run_dir}: partition {identity['partition']!r} not in --partitions")
+        summary = json.loads((run_dir / "summary.json").read_text())
+        rows.append({"dataset": identity["dataset"], **labels, "method": identity["method"],
+                     "seed": int(identity["seed"]), "status": summary.get("status", "unknown"),
+                     "git_commit": str(summary.get("git_commit") or "unknown")})
+    table = pd.DataFrame(rows, columns=["dataset", "skew", "cap", "method", "seed", "status",
+                                        "git_commit"])
+    return table.sort_values(["dataset", "skew", "cap", "method", "seed"]).reset_index(drop=True)
+
+
 def _write_csv(table: pd.DataFrame, path: Path) -> None:
     atomic_write_text(path, table.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
 
@@ -311,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help='JSON {partition: {"skew": S, "cap": C}}',
     )
     clients.add_argument("--out", type=Path, required=True)
+    clients.add_argument("--runs-out", type=Path, help="also write the per-run table here")
     summary = sub.add_parser("summary", help="accuracy, win rate and paired differences")
     summary.add_argument("--clients", type=Path, required=True)
     summary.add_argument("--out-dir", type=Path, required=True)
@@ -323,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dict.fromkeys(str(Path(r).parent if Path(r).suffix else r) for r in args.runs)
             )
             table = clients_table(load_clients(runs, args.partitions))
+            if args.runs_out is not None:  # first: clients.csv last marks the step complete
+                _write_csv(runs_table(runs, args.partitions), args.runs_out)
             _write_csv(table, args.out)
             print(f"wrote {args.out}: {len(table)} client rows")
         else:

@@ -11,7 +11,8 @@ if config.get("regime"):
         input:
             regime_runs,
         output:
-            f"{REGIME}/clients.csv",
+            clients=f"{REGIME}/clients.csv",
+            runs=f"{REGIME}/final.csv",
         log:
             "results/logs/regime/clients_{dataset}.log",
         params:
@@ -20,7 +21,7 @@ if config.get("regime"):
             ENV
         shell:
             "python -m persafl.regime clients --runs {input} --partitions {params.partitions:q}"
-            " --out {output} > {log} 2>&1"
+            " --out {output.clients} --runs-out {output.runs} > {log} 2>&1"
 
     rule regime_summary:
         input:

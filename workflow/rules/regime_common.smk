@@ -15,7 +15,7 @@ def regime_outputs():
     """`all` under a regime config: the study's tables and figures, never the paper figures
     (which its runs would otherwise redraw)."""
     tables = [f"{REGIME}/{name}".format(dataset=d) for d in DATASETS
-              for name in ("clients.csv", "summary.csv", "winrate.md")]
+              for name in ("clients.csv", "final.csv", "summary.csv", "winrate.md")]
     figures = [f"paper_figures/fig_regime_{d}.pdf" for d in config["figures"]["regime"]
                if d in DATASETS]
     return tables + figures
