@@ -110,3 +110,26 @@ def test_committed_summary_blocks_match_the_committed_tables() -> None:
     )
     for target in claims.TARGETS:
         assert block in (root / target).read_text()
+
+
+def test_an_ordering_within_the_seed_noise_is_a_tie_not_a_win() -> None:
+    # d1: ME ahead by 3 points with std 0.5 over 5 seeds (SE of the gap 0.32): ahead;
+    # d2: ahead by 0.1 point with std 0.5: within 2 standard errors, a tie
+    rows = pd.DataFrame(
+        [
+            {"dataset": d, "method": m, "tau": 4, "acc_mean": a, "acc_std": 0.005, "n_seeds": 5}
+            for d, m, a in [
+                ("d1", "persafl_me", 0.93),
+                ("d1", "persafl_maml_fo", 0.90),
+                ("d2", "persafl_me", 0.901),
+                ("d2", "persafl_maml_fo", 0.900),
+            ]
+        ]
+    )
+    claim = claims.maml_vs_me(rows, 4)
+    assert claim.verdict == "partly"
+    assert "d1 93.0 vs 90.0;" in claim.numbers and "d2 90.1 vs 90.0 (tie)" in claim.numbers
+    tight = rows.assign(acc_std=0.0)  # no spread: any gap counts
+    assert claims.maml_vs_me(tight, 4).verdict == "supported"
+    behind = rows.assign(acc_mean=[0.90, 0.93, 0.90, 0.93])
+    assert claims.maml_vs_me(behind, 4).verdict == "not supported"

@@ -42,6 +42,7 @@ LABELS = {
 }
 DATASETS = {"synthetic": "Synthetic", "mnist": "MNIST", "fashion_mnist": "FMNIST"}
 REGIME_CLAIM = "personalized beats local and global per client, 10 samples to all (regime)"
+NOISE_SE = 2.0  # a gap is "ahead" only beyond this many standard errors of the difference
 TOLERANCE = 2.0  # points: "degrades little" (staleness) and "within" (anchor: 1 point)
 RULES = (
     "Rules (points: accuracy percentage points, means over seeds). Personalized vs local and "
@@ -53,8 +54,9 @@ RULES = (
     "only. Asynchronous vs synchronous: *supported* when asynchronous reaches the synchronous "
     "run's target sooner in virtual time in every setting. ME vs MAML, HF vs FO (orderings the "
     "paper does not state; read as statements): *supported* when ahead on every data set, "
-    "*partly* on some. Anchor: *supported* when every final gap is within 1 point on every "
-    "data set, *partly* on some. *untestable here*: the table is not committed."
+    f"*partly* on some; ahead means by more than {NOISE_SE:g} standard errors of the "
+    "difference over seeds, otherwise a tie. Anchor: *supported* when every final gap is "
+    "within 1 point on every data set, *partly* on some. *untestable here*: the table is not committed."
 )
 
 
@@ -189,19 +191,35 @@ def async_vs_sync(time: pd.DataFrame) -> Claim:
     )
 
 
-def _pair(final: pd.DataFrame, tau: int, first: str, second: str) -> tuple[list[float], str]:
+def gap_standard_error(a: pd.Series, b: pd.Series) -> float:
+    """Standard error of the difference of two seed means, in points (Welch: the seeds'
+    standard deviations over their counts); 0 where a table has no spread columns."""
+    if not {"acc_std", "n_seeds"} <= set(a.index):
+        return 0.0
+    var = a["acc_std"] ** 2 / a["n_seeds"] + b["acc_std"] ** 2 / b["n_seeds"]
+    return 100 * float(var) ** 0.5
+
+
+def _pair(final: pd.DataFrame, tau: int, first: str, second: str) -> tuple[list[int], str]:
+    """Per data set: +1 when ``first`` is ahead of ``second`` by more than NOISE_SE standard
+    errors, -1 when behind by as much, 0 (a tie, marked in the text) otherwise."""
     at = _at_tau(final, tau)
-    gaps, parts = [], []
+    signs, parts = [], []
     for dataset in final["dataset"].drop_duplicates():
-        a, b = at.loc[(dataset, first), "acc_mean"], at.loc[(dataset, second), "acc_mean"]
-        gaps.append(100 * (a - b))
-        parts.append(f"{DATASETS.get(dataset, dataset)} {_pct(a)} vs {_pct(b)}")
-    return gaps, "; ".join(parts)
+        a, b = at.loc[(dataset, first)], at.loc[(dataset, second)]
+        gap = 100 * (a["acc_mean"] - b["acc_mean"])
+        margin = NOISE_SE * gap_standard_error(a, b)
+        sign = 1 if gap > margin else -1 if gap < -margin else 0
+        signs.append(sign)
+        tie = " (tie)" if sign == 0 else ""
+        name = DATASETS.get(dataset, dataset)
+        parts.append(f"{name} {_pct(a['acc_mean'])} vs {_pct(b['acc_mean'])}{tie}")
+    return signs, "; ".join(parts)
 
 
-def _ahead(gaps: list[float]) -> str:
-    """supported: ahead on every data set; partly: on some; not supported: on none."""
-    ahead = [g > 0 for g in gaps]
+def _ahead(signs: list[int]) -> str:
+    """supported: ahead beyond noise on every data set; partly: on some; not supported: none."""
+    ahead = [s > 0 for s in signs]
     return "supported" if all(ahead) else "partly" if any(ahead) else "not supported"
 
 
