@@ -56,7 +56,8 @@ RULES = (
     "paper does not state; read as statements): *supported* when ahead on every data set, "
     f"*partly* on some; ahead means by more than {NOISE_SE:g} standard errors of the "
     "difference over seeds, otherwise a tie. Anchor: *supported* when every final gap is "
-    "within 1 point on every data set, *partly* on some. *untestable here*: the table is not committed."
+    "within 1 point on every data set, *partly* on some. *untestable here*: the table is "
+    "not committed."
 )
 
 

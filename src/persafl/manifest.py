@@ -10,10 +10,18 @@ records them, so the committed figures can be redrawn from the committed tables 
         [--repo .] --out paper_figures/manifest.json FILE...
     python -m persafl.manifest --config config/config.yaml --tuning-only \
         --out paper_figures/manifest.json      # add a tuning stage's figure and table
+    python -m persafl.manifest --refresh paper_figures/manifest.json [--root .] [--repo .]
 
 ``FILE...`` are the paper_figures outputs (figures and table copies); each must be one that
 :func:`figure_specs` / :func:`table_copies` names for this config. Paths in the manifest are
 relative to the workflow directory (the folder holding ``paper_figures/`` and ``results/``).
+
+``--refresh`` rewrites an existing manifest in place from the committed files alone, without
+the raw runs (:func:`refresh_manifest`): for tables and figures regenerated in another clone
+and copied in. It rehashes every file the manifest names (figures, their tables, table copies,
+config files) and records the current ``git_commit`` and ``run_commits``; everything else
+(kinds, arguments, commands, the config hash, the tuning entries, whose selection files are
+not committed) is kept. ``--root`` is the workflow directory (default: the working directory).
 
 Format (``"format": 2``)::
 
@@ -41,6 +49,7 @@ same kind, table and args.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import shlex
@@ -385,15 +394,66 @@ def add_tuning(
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; see the module docstring."""
-    from persafl.io import atomic_write_text
+def _missing_files(manifest: Mapping[str, Any], root: Path, repo: Path) -> list[str]:
+    """The files ``manifest`` names that are not there: figures, their tables and table copies
+    (relative to ``root``), config files (relative to ``repo``)."""
+    named = [e[key] for e in manifest["figures"] for key in ("path", "table")]
+    named += [e["path"] for e in manifest["tables"]]
+    missing = [p for p in dict.fromkeys(named) if not (root / p).is_file()]
+    files = manifest["config"]["files"]
+    return missing + [f["path"] for f in files if not (repo / f["path"]).is_file()]
+
+
+def _rehashed(entry: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    """A figure or table copy entry with its ``sha256`` and ``bytes`` (and a figure's
+    ``table_sha256``) recomputed; its keys keep their order."""
+    fresh = _file_entry(entry["path"], root)
+    hashed = {**entry, "sha256": fresh["sha256"], "bytes": fresh["bytes"]}
+    if "table_sha256" in entry:
+        hashed["table_sha256"] = sha256_of(root / entry["table"])
+    return hashed
+
+
+def refresh_manifest(manifest: Mapping[str, Any], *, root: Path, repo: Path) -> dict[str, Any]:
+    """``manifest`` recomputed from the files it names alone, without the raw runs.
+
+    Every figure and table copy (paths relative to the workflow directory ``root``) gets its
+    ``sha256`` and ``bytes``, every figure its ``table_sha256``, every config file (path
+    relative to ``repo``) its ``sha256``; ``git_commit`` is ``repo``'s HEAD and
+    ``run_commits`` those of ``root/results/tables``. All else is kept as is, the tuning
+    entries too (their selection files, results/tuning/, are not committed). ``manifest`` is
+    not changed. A named file that is missing is a :class:`ManifestError` naming it.
+    """
+    root, repo = Path(root), Path(repo)
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ManifestError(
+            f"manifest format {manifest.get('format')!r}; --refresh reads format {MANIFEST_FORMAT}"
+        )
+    missing = _missing_files(manifest, root, repo)
+    if missing:
+        raise ManifestError(f"files the manifest names are missing: {missing}")
+    fresh = copy.deepcopy(dict(manifest))
+    config = fresh["config"]
+    config["files"] = [{**f, "sha256": sha256_of(repo / f["path"])} for f in config["files"]]
+    fresh["git_commit"] = git_commit(repo)
+    fresh["run_commits"] = run_commits(root / "results" / "tables")
+    fresh["figures"] = [_rehashed(e, root) for e in fresh["figures"]]
+    fresh["tables"] = [_rehashed(e, root) for e in fresh["tables"]]
+    return fresh
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The CLI: build (``--config ... --out ... FILE...``), ``--tuning-only``, ``--refresh``."""
     from persafl.sweep_cli import add_config_arguments
 
     parser = argparse.ArgumentParser(
         prog="python -m persafl.manifest",
+        usage="%(prog)s --config CONFIG [--override JSON] [--schema SCHEMA] [--repo REPO]\n"
+        "           [--tuning-only] --out OUT [FILE ...]\n"
+        "       %(prog)s --refresh MANIFEST [--root ROOT] [--repo REPO]",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     add_config_arguments(parser)
     parser.add_argument("--out", required=True, help="the manifest JSON to write")
@@ -403,8 +463,78 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="add this config's tuning figures and tables to the existing --out manifest",
     )
+    _add_refresh_arguments(parser)
     parser.add_argument("files", nargs="*", help="paper_figures files (figures, table copies)")
+    return parser
+
+
+def _add_refresh_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--refresh",
+        metavar="MANIFEST",
+        help="rewrite this manifest in place from the committed files alone (no --config, "
+        "--out, --override, --schema, --tuning-only or FILE)",
+    )
+    parser.add_argument(
+        "--root", default=".", help="with --refresh: the workflow directory (default: .)"
+    )
+
+
+def _refresh_args(argv: Sequence[str]) -> argparse.Namespace | None:
+    """The ``--refresh`` arguments when ``argv`` asks for a refresh, else None. Exits with a
+    usage error when it also names an option or file of the other modes."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    _add_refresh_arguments(pre)
+    pre.add_argument("--repo", default=".")
+    args, extra = pre.parse_known_args(argv)
+    if args.refresh is None or {"-h", "--help"} & set(extra):
+        return None
+    if extra:
+        _parser().error(
+            f"--refresh takes only --root and --repo, not {' '.join(extra)} "
+            "(build a manifest with --config ... --out ... FILE... instead)"
+        )
+    return args
+
+
+def _refresh_main(args: argparse.Namespace) -> int:
+    """``--refresh``: rewrite the manifest in place (atomically)."""
+    from persafl.io import atomic_write_text
+
+    try:
+        old = json.loads(Path(args.refresh).read_text())
+        manifest = refresh_manifest(old, root=Path(args.root), repo=Path(args.repo))
+        atomic_write_text(args.refresh, json.dumps(manifest, indent=2) + "\n")
+    except (ManifestError, OSError, json.JSONDecodeError) as err:
+        print(f"persafl.manifest: {args.refresh}: {err}", file=sys.stderr)
+        return 2
+    except (KeyError, TypeError) as err:
+        print(f"persafl.manifest: {args.refresh}: not a manifest ({err!r})", file=sys.stderr)
+        return 2
+    changed = sum(
+        new != before
+        for kind in ("figures", "tables")
+        for new, before in zip(manifest[kind], old[kind], strict=True)
+    )
+    print(
+        f"refreshed {args.refresh}: {len(manifest['figures'])} figures, "
+        f"{len(manifest['tables'])} tables; entries changed: {changed}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; see the module docstring."""
+    from persafl.io import atomic_write_text
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    refresh = _refresh_args(argv)
+    if refresh is not None:
+        return _refresh_main(refresh)
+    parser = _parser()
     args = parser.parse_args(argv)
+    if args.root != ".":
+        parser.error("--root goes with --refresh")
     try:
         overrides = json.loads(args.override)
         cfg = sweep.load_sweep_config(args.config, overrides, args.schema)
