@@ -3,6 +3,11 @@
     python benchmarks/hvp_control/run.py --out results/hvp_control [--updates 4000] [--tau 16]
     python benchmarks/hvp_control/table.py --runs results/hvp_control \
         --out benchmarks/hvp_control/table.md
+    # with each method's tuned values (the paper config's selections, as its final runs):
+    python benchmarks/hvp_control/run.py --tuned paper_figures/table_tuning.csv \
+        --out results/hvp_control_tuned
+    python benchmarks/hvp_control/table.py --runs results/hvp_control_tuned \
+        --out benchmarks/hvp_control/tuned/table.md --tuned
 
 Trains MAML HF on the paper config's Fashion-MNIST setting (config/config.yaml: 20 clients,
 2 labels each, MLP 784-100-10, bound 16, seed 0) four ways: the finite-difference HVP (Per-FedAvg's
@@ -20,6 +25,7 @@ import logging
 import sys
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from persafl import sweep
@@ -38,9 +44,30 @@ RUNS = {
 DATASET, PARTITION = "fashion_mnist", "pathological"
 
 
-def control_config(cfg: dict, name: str, tau: int, seed: int, updates: int | None) -> dict:
+def parse_hp(text: str) -> dict[str, float]:
+    """``"local_lr=0.005, personal_lr=0.01"`` (table_tuning's selected_hp) -> a dict."""
+    pairs = [item.split("=") for item in text.split(",") if item.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError(f"not a list of name=value: {text!r}")
+    return {name.strip(): float(value) for name, value in pairs}
+
+
+def tuned_hp(table: Path, dataset: str, method: str) -> dict[str, float]:
+    """The selected hyperparameters of ``method`` on ``dataset`` in a table_tuning.csv."""
+    rows = pd.read_csv(table)
+    hit = rows[(rows["dataset"] == dataset) & (rows["method"] == method)]
+    if len(hit) != 1:
+        raise ValueError(f"{table}: {len(hit)} rows for {dataset} / {method}, expected 1")
+    return parse_hp(hit["selected_hp"].iloc[0])
+
+
+def control_config(
+    cfg: dict, name: str, tau: int, seed: int, updates: int | None, tuned: Path | None = None
+) -> dict:
     method, hvp, activation = RUNS[name]
     run = copy.deepcopy(sweep.run_config(cfg, DATASET, PARTITION, method, tau, seed))
+    if tuned is not None:
+        run["method"]["hp"].update(tuned_hp(tuned, DATASET, method))
     if hvp is not None:
         run["method"]["hp"]["hvp"] = hvp
     run["model"].setdefault("params", {})["activation"] = activation
@@ -58,6 +85,9 @@ def main() -> int:
     parser.add_argument("--updates", type=int, default=None, help="default: the config's")
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--out", type=Path, default=Path("results/hvp_control"))
+    parser.add_argument(
+        "--tuned", type=Path, help="a table_tuning.csv: train with its selections for each method"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     cfg = sweep.load_sweep_config([args.config])
@@ -65,7 +95,7 @@ def main() -> int:
         out = args.out / name
         if (out / "summary.json").exists():
             continue  # finished earlier: rerunning only what is missing
-        config = control_config(cfg, name, args.tau, args.seed, args.updates)
+        config = control_config(cfg, name, args.tau, args.seed, args.updates, args.tuned)
         out.mkdir(parents=True, exist_ok=True)
         (out / "run.yaml").write_text(yaml.safe_dump(config))
         train(config, out)
