@@ -11,7 +11,7 @@ import torch
 
 from persafl.config import resolve_run_config
 from persafl.engine import group
-from persafl.resources import group_resources
+from persafl.resources import group_priority, group_resources
 from persafl.train import main, train, train_group
 
 DATA = {"alpha": 0.5, "beta": 0.5, "num_clients": 8, "max_client_samples": 60}
@@ -124,6 +124,16 @@ def test_group_resources_scale_measurements_and_fall_back_to_the_config():
     assert group_resources("g", 40, fallback, measured) == {"mem_mb": 2400, "runtime": 40}
     assert group_resources("g", 1, fallback, measured) == {"mem_mb": 1200, "runtime": 10}
     assert group_resources("other", 20, fallback, measured) == fallback
+
+
+def test_group_priority_orders_groups_by_their_expected_seconds():
+    fallback = {"mem_mb": 4000, "runtime": 240}
+    measured = {"hf": {"runs": 20, "seconds": 1696.0}, "afl": {"runs": 20, "seconds": 436.0}}
+    assert group_priority("hf", 20, fallback, measured) == 1696
+    assert group_priority("afl", 5, fallback, measured) == 109  # scaled to 5 of 20 runs
+    assert group_priority("unmeasured", 20, fallback, measured) == 7200  # half of 240 min
+    ranked = sorted(["afl", "hf"], key=lambda g: -group_priority(g, 20, fallback, measured))
+    assert ranked == ["hf", "afl"]
 
 
 @pytest.mark.parametrize("method", ["afl", "local"])

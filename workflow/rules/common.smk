@@ -140,6 +140,13 @@ def group_resources(group, runs):
     return resources.group_resources(sweep.group_dir(group), runs, fallback, MEASURED)
 
 
+def group_priority(group, runs):
+    """A training group's Snakemake priority: its expected seconds, so the longest start first
+    (persafl.resources.group_priority)."""
+    fallback = config["datasets"][group.dataset]["resources"]
+    return resources.group_priority(sweep.group_dir(group), runs, fallback, MEASURED)
+
+
 def train_args(configs, partitions, dirs):
     """The train CLI's --config/--partition/--out triple of every run of a group."""
     return " ".join(

@@ -48,6 +48,7 @@ for group in sweep.group_keys(config):
         params:
             runs=train_args(configs, parts, dirs),
         threads: ds["threads"]
+        priority: group_priority(group, len(keys))
         resources:
             mem_mb=need["mem_mb"],
             runtime=need["runtime"],
