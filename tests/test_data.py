@@ -223,3 +223,28 @@ def test_real_idx_data(name: str, mean: float, std: float) -> None:
     assert data.x.shape == (70_000, 1, 28, 28) and data.x.dtype == torch.float32
     pixel_mean = data.x.mean(dim=0)
     assert pixel_mean.abs().max().item() < 1e-4  # standardized per pixel over all samples
+
+
+def test_two_fetches_installing_the_same_file_at_once_do_not_break_each_other(
+    tmp_path, monkeypatch
+):
+    """Two workflow jobs fetched Fashion-MNIST at once: one moved the other's shared
+    '<file>.part' away and the second install failed. Each install now has its own temp file:
+    an install that starts while another is half-way through leaves both complete."""
+    source = tmp_path / "source.idx"
+    source.write_bytes(b"idx" * 1000)
+    target = tmp_path / "raw" / "train-images-idx3-ubyte"
+    copy = sources.shutil.copyfile
+    nested = {"done": False}
+
+    def interleaved(src, dst):
+        copy(src, dst)
+        if not nested["done"]:  # the other process installs the same file right now
+            nested["done"] = True
+            sources._install(source, target)
+        return dst
+
+    monkeypatch.setattr(sources.shutil, "copyfile", interleaved)
+    sources._install(source, target)
+    assert nested["done"] and target.read_bytes() == source.read_bytes()
+    assert [p.name for p in target.parent.iterdir()] == [target.name]  # no temp file left

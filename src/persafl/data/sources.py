@@ -150,11 +150,18 @@ def _from_torchvision(name: str, root: Path) -> None:
 
 
 def _install(source: Path, target: Path) -> None:
-    """Copy ``source`` to ``target`` atomically (temp file beside it + os.replace)."""
+    """Copy ``source`` to ``target`` atomically: a temp file of its own beside it, then
+    os.replace. Its own, so that two processes fetching the same data set at once (two jobs
+    of a workflow, two scripts) never move each other's half-written file."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        shutil.copyfile(source, name)
+        os.replace(name, target)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
