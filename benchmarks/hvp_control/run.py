@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 import yaml
 
 from persafl import sweep
@@ -98,6 +99,9 @@ def main() -> int:
         config = control_config(cfg, name, args.tau, args.seed, args.updates, args.tuned)
         out.mkdir(parents=True, exist_ok=True)
         (out / "run.yaml").write_text(yaml.safe_dump(config))
+        # the run config's thread count, as `python -m persafl.train` sets it: the last bits
+        # of a result depend on it, and with it a control run equals the workflow's run
+        torch.set_num_threads(int(config["threads"]))
         train(config, out)
     return 0
 

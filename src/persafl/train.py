@@ -105,7 +105,12 @@ def _client_rows(
 def train(
     config: dict[str, Any], out: Path, partition_file: Path | None = None, progress: bool = False
 ) -> RunResult:
-    """Run the resolved ``config`` and write its outputs into ``out``."""
+    """Run the resolved ``config`` and write its outputs into ``out``.
+
+    Runs with the process's torch thread count (``python -m persafl.train`` first sets it
+    from the config's ``threads``): the last bits of a result depend on it, so a caller that
+    wants the workflow's numbers sets ``torch.set_num_threads(config["threads"])`` first.
+    """
     return train_group([(config, out, partition_file)], progress=progress)[0]
 
 
