@@ -140,6 +140,19 @@ def group_resources(group, runs):
     return resources.group_resources(sweep.group_dir(group), runs, fallback, MEASURED)
 
 
+# Setup jobs (run configs, partitions, tuning selections) take a second or two: they run as
+# soon as they are ready, so a long training group is never held behind its own setup while a
+# shorter group that is ready takes the core (Snakemake's priority is per job, not inherited).
+SETUP_PRIORITY = 10**7
+
+
+def tuning_priority(point):
+    """A tuning group's priority: that of the final group its selection feeds, so the method
+    whose final group is longest is tuned, and can start, first."""
+    group = sweep.GroupKey(point[0], point[1], point[2])
+    return group_priority(group, len(sweep.group_runs(config, group)))
+
+
 def group_priority(group, runs):
     """A training group's Snakemake priority: its expected seconds, so the longest start first
     (persafl.resources.group_priority)."""

@@ -22,6 +22,7 @@ rule fetch_data:
 
 
 rule partition_config:
+    priority: SETUP_PRIORITY
     output:
         "results/partitions/dataset~{dataset}/partition~{partition}/seed~{seed}/config.yaml",
     log:
@@ -35,6 +36,7 @@ rule partition_config:
 
 
 rule partition:
+    priority: SETUP_PRIORITY
     input:
         config="results/partitions/dataset~{dataset}/partition~{partition}/seed~{seed}/config.yaml",
         data=data_flag,

@@ -7,6 +7,7 @@ RUN = "dataset~{dataset}/partition~{partition}/method~{method}/tau~{tau}/seed~{s
 
 
 rule run_config:
+    priority: SETUP_PRIORITY
     input:
         tuned=tuned_selection_of,  # the tuning selection of a tuned data set (tuning.smk)
     output:

@@ -12,6 +12,7 @@ wildcard_constraints:
 # The tuning view of a partition: its train split minus a validation part (drawn with the
 # tuning seed vseed), and the validation part in place of test.
 rule validation_split:
+    priority: SETUP_PRIORITY
     input:
         config="results/partitions/dataset~{dataset}/partition~{partition}/seed~{seed}/config.yaml",
         partition="results/partitions/dataset~{dataset}/partition~{partition}/seed~{seed}/partition.npz",
@@ -34,6 +35,7 @@ rule validation_split:
 
 
 rule tuning_run_config:
+    priority: SETUP_PRIORITY
     output:
         f"results/tuning/runs/{TUNE}/run.yaml",
     log:
@@ -72,6 +74,7 @@ for point in tuning.tuning_group_keys(config):
         params:
             runs=train_args(configs, parts, dirs),
         threads: config["datasets"][point[0]]["resources"]["threads"]
+        priority: tuning_priority(point)
         resources:
             mem_mb=config["datasets"][point[0]]["resources"]["mem_mb"],
             runtime=config["datasets"][point[0]]["resources"]["runtime"],
@@ -82,6 +85,7 @@ for point in tuning.tuning_group_keys(config):
 
 
 rule tuning_select:
+    priority: SETUP_PRIORITY
     input:
         tuning_runs_of,
     output:
