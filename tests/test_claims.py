@@ -133,3 +133,40 @@ def test_an_ordering_within_the_seed_noise_is_a_tie_not_a_win() -> None:
     assert claims.maml_vs_me(tight, 4).verdict == "supported"
     behind = rows.assign(acc_mean=[0.90, 0.93, 0.90, 0.93])
     assert claims.maml_vs_me(behind, 4).verdict == "not supported"
+
+
+def _tree(tmp_path: Path, readme: str, results: str) -> Path:
+    from persafl import quoted
+
+    (tmp_path / "paper_figures").mkdir(parents=True)
+    (tmp_path / "docs").mkdir()
+    pd.DataFrame({"acc_mean": [0.977, 0.8362], "tau": [16, 16]}).to_csv(
+        tmp_path / "paper_figures" / "table_final.csv", index=False
+    )
+    for name, body in (("README.md", readme), ("docs/results.md", results)):
+        (tmp_path / name).write_text(f"intro\n{quoted.BEGIN}\n{body}\n{quoted.END}\nrest\n")
+    return tmp_path
+
+
+def test_the_quoted_paragraph_must_match_and_quote_only_table_numbers(tmp_path) -> None:
+    from persafl import quoted
+
+    good = "HF reaches 97.7 % against 83.6 %, a gain of 14.1 points."
+    assert quoted.problems(_tree(tmp_path / "a", good, good)) == []
+    typo = good.replace("83.6 %", "83.5 %")  # a number no table holds
+    assert quoted.problems(_tree(tmp_path / "b", typo, typo)) == [
+        "README.md: 83.5 % is in no committed table"
+    ]
+    drift = quoted.problems(_tree(tmp_path / "c", good, good.replace("gain", "lead")))
+    assert drift == ["docs/results.md and README.md quote different paragraphs"]
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "README.md").write_text("no markers\n")
+    (tmp_path / "d" / "docs").mkdir()
+    (tmp_path / "d" / "docs" / "results.md").write_text("no markers\n")
+    assert "needs exactly one" in quoted.problems(tmp_path / "d")[0]
+
+
+def test_the_committed_quoted_paragraph_holds() -> None:
+    from persafl import quoted
+
+    assert quoted.problems(CHECKOUT) == []

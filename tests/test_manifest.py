@@ -158,17 +158,21 @@ def test_refresh_of_an_unchanged_tree_is_a_fixed_point(tmp_path):
 
 def test_refresh_rehashes_config_files_and_rereads_run_commits(tmp_path):
     old = committed_tree(tmp_path)
-    (tmp_path / "config" / "test.yaml").write_text("figures: {accuracy_tau: 8}\n")
+    config = tmp_path / "config" / "test.yaml"
+    assert manifest.refresh_manifest(old, root=tmp_path, repo=tmp_path)["config_hash"] == (
+        old["config_hash"]
+    )  # the hash is recomputed from the file, and equals the build's
+    changed = config.read_bytes() + b"\nseeds: [0, 1, 2, 3]\n"  # a later key wins in YAML
+    config.write_bytes(changed)
     runs = tmp_path / "results/tables/regime/dataset~synthetic/final.csv"
     runs.parent.mkdir(parents=True)
     runs.write_text("run,git_commit\na,abc123\nb,def456\n")
 
     new = manifest.refresh_manifest(old, root=tmp_path, repo=tmp_path)
 
-    assert new["config"]["files"] == [
-        {"path": "config/test.yaml", "sha256": sha(b"figures: {accuracy_tau: 8}\n")}
-    ]
-    assert new["config"]["hash"] == old["config"]["hash"]  # kept: the config is not reloaded
+    assert new["config"]["files"] == [{"path": "config/test.yaml", "sha256": sha(changed)}]
+    expected = sweep.config_hash(sweep.load_sweep_config([config]))
+    assert new["config"]["hash"] == new["config_hash"] == expected != old["config_hash"]
     assert "abc123" in new["run_commits"] and "def456" in new["run_commits"]
     assert "abc123" not in old["run_commits"]
     assert new["figures"] == old["figures"] and new["tables"] == old["tables"]

@@ -414,13 +414,24 @@ def _rehashed(entry: Mapping[str, Any], root: Path) -> dict[str, Any]:
     return hashed
 
 
+def sweep_config_hash(config: Mapping[str, Any], repo: Path) -> str:
+    """The hash of the sweep config a manifest's ``config`` entry names: its files (less the
+    staleness study's own config, which :func:`build_manifest` appends) with its overrides."""
+    paths = [repo / f["path"] for f in config["files"]]
+    overrides = dict(config.get("overrides") or {})
+    study = study_path(sweep.load_sweep_config(paths[:1], overrides))
+    files = [p for p in paths if study is None or p.resolve() != (repo / study).resolve()]
+    return sweep.config_hash(sweep.load_sweep_config(files, overrides))
+
+
 def refresh_manifest(manifest: Mapping[str, Any], *, root: Path, repo: Path) -> dict[str, Any]:
     """``manifest`` recomputed from the files it names alone, without the raw runs.
 
     Every figure and table copy (paths relative to the workflow directory ``root``) gets its
     ``sha256`` and ``bytes``, every figure its ``table_sha256``, every config file (path
     relative to ``repo``) its ``sha256``; ``git_commit`` is ``repo``'s HEAD and
-    ``run_commits`` those of ``root/results/tables``. All else is kept as is, the tuning
+    ``run_commits`` those of ``root/results/tables``; the config hash is recomputed from the
+    config files (:func:`sweep_config_hash`). All else is kept as is, the tuning
     entries too (their selection files, results/tuning/, are not committed). ``manifest`` is
     not changed. A named file that is missing is a :class:`ManifestError` naming it.
     """
@@ -435,6 +446,8 @@ def refresh_manifest(manifest: Mapping[str, Any], *, root: Path, repo: Path) -> 
     fresh = copy.deepcopy(dict(manifest))
     config = fresh["config"]
     config["files"] = [{**f, "sha256": sha256_of(repo / f["path"])} for f in config["files"]]
+    if config["files"]:  # a changed config file (resources, comments) changes its hash too
+        config["hash"] = fresh["config_hash"] = sweep_config_hash(config, repo)
     fresh["git_commit"] = git_commit(repo)
     fresh["run_commits"] = run_commits(root / "results" / "tables")
     fresh["figures"] = [_rehashed(e, root) for e in fresh["figures"]]
