@@ -264,3 +264,14 @@ def test_poisoned_test_labels_change_no_selection(tmp_path, monkeypatch):
     for method in clean:
         assert clean[method][0] == poisoned[method][0]
         assert clean[method][1] == poisoned[method][1]  # every validation accuracy, exactly
+
+
+def test_a_selected_hp_cell_parses_back_to_the_values_it_describes():
+    from persafl.tuning_cli import describe, parse_described
+
+    row = pd.Series({"local_lr": 0.005, "moreau_lambda": 15.0, "personal_lr": 0.03})
+    text = describe(row, ["local_lr", "moreau_lambda", "personal_lr"])
+    assert text == "local_lr=0.005, moreau_lambda=15, personal_lr=0.03"
+    assert parse_described(text) == {"local_lr": 0.005, "moreau_lambda": 15.0, "personal_lr": 0.03}
+    with pytest.raises(ValueError, match="name=value"):
+        parse_described("local_lr=0.005, personal_lr")

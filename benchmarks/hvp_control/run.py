@@ -32,6 +32,7 @@ import yaml
 from persafl import sweep
 from persafl.config import resolve_run_config
 from persafl.train import train
+from persafl.tuning_cli import parse_described
 
 # directory name -> (method, hvp or None, activation)
 RUNS = {
@@ -45,21 +46,13 @@ RUNS = {
 DATASET, PARTITION = "fashion_mnist", "pathological"
 
 
-def parse_hp(text: str) -> dict[str, float]:
-    """``"local_lr=0.005, personal_lr=0.01"`` (table_tuning's selected_hp) -> a dict."""
-    pairs = [item.split("=") for item in text.split(",") if item.strip()]
-    if any(len(pair) != 2 for pair in pairs):
-        raise ValueError(f"not a list of name=value: {text!r}")
-    return {name.strip(): float(value) for name, value in pairs}
-
-
 def tuned_hp(table: Path, dataset: str, method: str) -> dict[str, float]:
     """The selected hyperparameters of ``method`` on ``dataset`` in a table_tuning.csv."""
     rows = pd.read_csv(table)
     hit = rows[(rows["dataset"] == dataset) & (rows["method"] == method)]
     if len(hit) != 1:
         raise ValueError(f"{table}: {len(hit)} rows for {dataset} / {method}, expected 1")
-    return parse_hp(hit["selected_hp"].iloc[0])
+    return parse_described(hit["selected_hp"].iloc[0])
 
 
 def control_config(

@@ -91,6 +91,15 @@ def describe(row: pd.Series, names: Sequence[str]) -> str:
     return ", ".join(f"{n}={row[n]:g}" for n in names if pd.notna(row.get(n)))
 
 
+def parse_described(text: str) -> dict[str, float]:
+    """The inverse of :func:`describe`: ``"local_lr=0.005, personal_lr=0.01"`` (a
+    table_tuning ``selected_hp`` cell) -> ``{"local_lr": 0.005, "personal_lr": 0.01}``."""
+    pairs = [item.split("=") for item in text.split(",") if item.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError(f"not a list of name=value: {text!r}")
+    return {name.strip(): float(value) for name, value in pairs}
+
+
 def _merge(args: argparse.Namespace) -> int:
     """One data set's per-method tables into one (the figure's table)."""
     merged = pd.concat([pd.read_csv(p) for p in args.tables], ignore_index=True)
