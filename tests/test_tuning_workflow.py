@@ -50,6 +50,17 @@ def test_one_figure_pulls_in_only_its_data_sets_tuning(tmp_path):
     assert not tune_jobs(part) and train_jobs(part) == 0
 
 
+def test_a_tuning_target_of_an_untuned_data_set_names_the_problem(tmp_path):
+    # cifar10 is configured but disabled in the paper config: no tuning of it exists
+    res = run(tmp_path, "-n", "results/tuning/cifar10/afl.yaml", "--configfile",
+              str(PAPER_CONFIG))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "no tuning of data set 'cifar10', method 'afl' in this config" in out
+    assert "tuned data sets ['synthetic', 'mnist', 'fashion_mnist']" in out
+    assert "KeyError" not in out
+
+
 # ---- a tiny real run ------------------------------------------------------------------------
 
 

@@ -299,7 +299,19 @@ def tuning_run_config_of(wildcards):
     return json.dumps(tuning.tuning_run_config(config, key), sort_keys=True)
 
 
+def require_tuned(wildcards):
+    """Stop a target for a data set or method this config does not tune, naming what it does."""
+    if not tuning.tuned(config, wildcards.dataset, wildcards.method):
+        raise WorkflowError(
+            f"persafl: no tuning of data set {wildcards.dataset!r}, method "
+            f"{wildcards.method!r} in this config: tuned data sets {TUNED or 'none'}, methods "
+            f"{list(config['methods'])} (enable the data set and give it a tuning.datasets "
+            "section, or pass the config that tunes it with --configfile)"
+        )
+
+
 def tuning_dirs(wildcards):
+    require_tuned(wildcards)
     return [tuning.tuning_run_dir(k) for k in
             tuning.tuning_keys(config, wildcards.dataset, wildcards.method)]
 
@@ -314,6 +326,7 @@ def tuning_run_args(wildcards):
 
 
 def tuning_grid_of(wildcards):
+    require_tuned(wildcards)
     grid = config["tuning"]["datasets"][wildcards.dataset]["grids"][wildcards.method]
     return json.dumps(grid, sort_keys=True)
 
