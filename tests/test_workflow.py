@@ -104,6 +104,53 @@ def test_default_config_is_the_paper_config(tmp_path):
     assert counts["run_config"] == 255
 
 
+SETUP_PRIORITY = 10**7  # workflow/rules/common.smk
+
+
+def job_priorities(output: str) -> dict[str, set[int]]:
+    """Rule name -> the priorities its jobs print in a dry run (0 when none is printed)."""
+    out: dict[str, set[int]] = {}
+    for block in re.split(r"^\[[^\]\n]+\]$", output, flags=re.M):  # a timestamp starts a job
+        rule = re.search(r"^(?:local)?rule (\w+):$", block, re.M)
+        if rule:
+            priority = re.search(r"^\s+priority: (-?\d+)$", block, re.M)
+            out.setdefault(rule.group(1), set()).add(int(priority.group(1)) if priority else 0)
+    return out
+
+
+def upstream_rules(rulegraph: str, targets) -> set[str]:
+    """Rules that feed, directly or not, any rule for which ``targets(name)`` holds."""
+    labels = dict(re.findall(r'^\s*(\d+)\[label = "(\w+)"', rulegraph, re.M))
+    parents: dict[str, set[str]] = {}
+    for source, sink in re.findall(r"^\s*(\d+) -> (\d+)", rulegraph, re.M):
+        parents.setdefault(labels[sink], set()).add(labels[source])
+    found: set[str] = set()
+    todo = [name for name in labels.values() if targets(name)]
+    while todo:
+        for parent in parents.get(todo.pop(), ()):
+            if parent not in found and not targets(parent):
+                found.add(parent)
+                todo.append(parent)
+    return found
+
+
+def test_every_job_a_training_group_waits_for_runs_before_any_group(tmp_path):
+    # Snakemake's priority is per job: a setup job left at 0 (the data fetch was, until
+    # 2026-12-04) waits behind every ready training group, and the groups that need it start
+    # last, whatever their own priority.
+    config = ["--configfile", str(REPO / "config" / "config.yaml")]
+    graph = run(tmp_path, "-n", "--rulegraph", *config)
+    dry = run(tmp_path, "-n", *config)
+    assert graph.returncode == 0 and dry.returncode == 0, graph.stderr + dry.stderr
+    training = re.compile(r"(train|tune)_\w+").fullmatch
+    setup = upstream_rules(graph.stdout, training)
+    assert {"fetch_data", "partition", "run_config", "tuning_select"} <= setup
+    priorities = job_priorities(dry.stdout + dry.stderr)
+    assert {rule: priorities[rule] for rule in setup} == {rule: {SETUP_PRIORITY} for rule in setup}
+    groups = {p for rule, ps in priorities.items() if training(rule) for p in ps}
+    assert 0 < min(groups) and max(groups) < SETUP_PRIORITY
+
+
 def test_partition_figure_needs_no_training(tmp_path):
     counts = dry_run(
         tmp_path, "paper_figures/fig_partition_synthetic.pdf", "--configfile", str(TEST_CONFIG)

@@ -3,6 +3,7 @@
 
 
 rule fetch_data:
+    priority: SETUP_PRIORITY
     output:
         touch("results/data/{dataset}.fetched"),
     log:
