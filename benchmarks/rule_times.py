@@ -1,6 +1,7 @@
 """Per-rule wall-clock of a workflow run, from Snakemake's benchmark files.
 
-    python benchmarks/rule_times.py [--root results/benchmarks] [--out FILE.md] [--runs results/runs]
+    python benchmarks/rule_times.py [--root results/benchmarks] [--out FILE.md]
+        [--runs results/runs]
         [--resources workflow/resources/train_groups.csv --config config/config.yaml]
 
 Every training group writes ``results/benchmarks/train/dataset~D/partition~P/method~M.tsv``
