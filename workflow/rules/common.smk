@@ -140,9 +140,9 @@ def group_resources(group, runs):
     return resources.group_resources(sweep.group_dir(group), runs, fallback, MEASURED)
 
 
-# Setup jobs (data fetches, run configs, partitions, tuning selections) take a second or two: they run as
-# soon as they are ready, so a long training group is never held behind its own setup while a
-# shorter group that is ready takes the core (Snakemake's priority is per job, not inherited).
+# Setup jobs (data fetches, run configs, partitions, tuning selections) take seconds: they run
+# as soon as they are ready, so a long training group is never held behind its own setup while
+# a shorter group that is ready takes the core (Snakemake's priority is per job, not inherited).
 SETUP_PRIORITY = 10**7
 
 
