@@ -22,8 +22,9 @@ Per client (docs/design.md "Executor and evaluation"):
   label) on its test data.
 
 Aggregates: ``_ca`` client-averaged (each client with test data counts once) and ``_sw``
-sample-weighted (total correct / total test samples). Clients are evaluated in stacks (test
-sets padded to the longest and masked): the server model in one plain forward pass over the
+sample-weighted (total correct / total test samples). Clients are evaluated in stacks of similar
+test-set size (:mod:`persafl.engine.eval_stacks`: padded to the stack's longest and masked, at
+most 1.25 padded samples per real one): the server model in one plain forward pass over the
 stack's test samples; per-client models (personalized, ``local``) with the batched forward and
 gradient of :mod:`persafl.models`, identical for both execution backends.
 """
@@ -39,7 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from persafl.engine import diagnostics
+from persafl.engine import diagnostics, eval_stacks
 from persafl.engine.batches import eval_indices, gather
 from persafl.methods import Method
 from persafl.models import (
@@ -50,7 +51,7 @@ from persafl.models import (
     predict,
 )
 
-# Upper bound on the scalars (features and activations) of one evaluation chunk (64M floats).
+# Upper bound on the scalars (features and activations) of one evaluation stack (64M floats).
 CHUNK_ELEMENTS = 1 << 26
 # The padded test samples of a run are gathered once and kept when they fit in this many
 # scalars (2^27 float32 = 512 MB): gathering them anew cost more than the test forward pass
@@ -130,22 +131,45 @@ class Evaluator:
         self.curvature_start: dict[int, Params] = {}
         self.num_clients = len(test)
         self.test_counts = np.array([len(t) for t in test], dtype=np.int64)
-        # Padded test indices [clients, T]: padding repeats a real index and is masked out.
-        longest = max(1, int(self.test_counts.max(initial=0)))
-        padded = np.zeros((self.num_clients, longest), dtype=np.int64)
-        for client, indices in enumerate(test):
-            if len(indices):
-                padded[client, : len(indices)] = indices
-                padded[client, len(indices) :] = indices[0]
-        self.test_index = padded
-        self.mask = torch.from_numpy(np.arange(longest)[None, :] < self.test_counts[:, None]).to(
-            x.device
+        features = int(np.prod(x.shape[1:]))
+        per_sample = features + activations_per_sample(model, tuple(x.shape[1:]))
+        self.stacks = eval_stacks.plan_stacks(
+            self.test_counts, per_sample, CHUNK_ELEMENTS, eval_stacks.MAX_WASTE
         )
-        per_sample = int(np.prod(x.shape[1:])) + activations_per_sample(model, tuple(x.shape[1:]))
-        self.chunk = max(1, CHUNK_ELEMENTS // (longest * per_sample))
+        self.stack_ids = [torch.from_numpy(ids).to(x.device) for ids in self.stacks]
+        # Padded test indices [n, L] per stack: padding repeats a real index and is masked out.
+        self.test_index, self.mask = [], []
+        for ids in self.stacks:
+            length = eval_stacks.padded_length(self.test_counts, ids)
+            padded = np.zeros((len(ids), length), dtype=np.int64)
+            for row, client in enumerate(ids.tolist()):
+                if len(test[client]):
+                    padded[row, : len(test[client])] = test[client]
+                    padded[row, len(test[client]) :] = test[client][0]
+            self.test_index.append(padded)
+            counts = self.test_counts[ids]
+            self.mask.append(
+                torch.from_numpy(np.arange(length)[None, :] < counts[:, None]).to(x.device)
+            )
+        # Stats come out in stack order; this puts them back in client order.
+        self.unstack = np.argsort(np.concatenate(self.stacks), kind="stable")
+        # Personalization (fixed-size adaptation batches, no padding) runs over contiguous
+        # chunks of clients, sized as the test stacks were before size-sorting (so its
+        # arithmetic, and the diagnostics' warm starts, are those of one chunk of all clients
+        # where that fits).
+        longest = max(1, int(self.test_counts.max(initial=0)))
+        chunk = max(1, CHUNK_ELEMENTS // (longest * per_sample))
+        self.adapt_chunks = [
+            (start, min(start + chunk, self.num_clients))
+            for start in range(0, self.num_clients, chunk)
+        ]
         self.majority_acc = self._majority(y.cpu().numpy(), train, test)
-        cached = self.num_clients * longest * int(np.prod(x.shape[1:]))
-        self.test_data = gather(x, y, padded) if cached <= TEST_CACHE_ELEMENTS else None
+        cached = sum(index.size for index in self.test_index) * features
+        self.test_data = (
+            [gather(x, y, index) for index in self.test_index]
+            if cached <= TEST_CACHE_ELEMENTS
+            else None
+        )
 
     @staticmethod
     def _majority(
@@ -159,13 +183,13 @@ class Evaluator:
                 acc[client] = float((labels[te] == majority).mean())
         return acc
 
-    def _client_stats(self, params: Params, start: int, stop: int, stacked: bool) -> Tensor:
-        """Per-client (correct count, summed loss) [stop-start, 2] for clients start..stop-1."""
-        if self.test_data is not None:  # [C, T, ...], [C, T]
-            xt, yt = self.test_data[0][start:stop], self.test_data[1][start:stop]
+    def _client_stats(self, params: Params, stack: int, stacked: bool) -> Tensor:
+        """Per-client (correct count, summed loss) [n, 2] for the n clients of ``stack``."""
+        if self.test_data is not None:  # [n, L, ...], [n, L]
+            xt, yt = self.test_data[stack]
         else:
-            xt, yt = gather(self.x, self.y, self.test_index[start:stop])
-        mask = self.mask[start:stop].to(xt.dtype)
+            xt, yt = gather(self.x, self.y, self.test_index[stack])
+        mask = self.mask[stack].to(xt.dtype)
         if stacked:
             logits = self.forward(params, xt)
         else:  # one model for all: a plain forward pass over the stack's samples
@@ -178,18 +202,20 @@ class Evaluator:
         )
 
     def _stats(self, params: Params, stacked: bool) -> np.ndarray:
-        """Per-client (accuracy, loss) for all clients, in chunks of clients."""
+        """Per-client (accuracy, loss) for all clients, in stacks of clients."""
         out = []
-        for start in range(0, self.num_clients, self.chunk):
-            stop = min(start + self.chunk, self.num_clients)
-            chunk_params = {k: v[start:stop] for k, v in params.items()} if stacked else params
+        for stack, ids in enumerate(self.stack_ids):
+            stack_params = (
+                {k: v.index_select(0, ids) for k, v in params.items()} if stacked else params
+            )
             with torch.no_grad():
-                out.append(self._client_stats(chunk_params, start, stop, stacked))
+                out.append(self._client_stats(stack_params, stack, stacked))
         return self._means(out)
 
     def _means(self, sums: list[Tensor]) -> np.ndarray:
-        """(accuracy, mean loss) per client from chunks of (correct, loss sum); NaN if no test."""
-        stats = torch.cat(sums).double().cpu().numpy()
+        """(accuracy, mean loss) per client, in client order, from the stacks' (correct, loss
+        sum); NaN if no test."""
+        stats = torch.cat(sums).double().cpu().numpy()[self.unstack]
         with np.errstate(invalid="ignore", divide="ignore"):
             return stats / self.test_counts[:, None]
 
@@ -197,10 +223,9 @@ class Evaluator:
         """Per-client (accuracy, loss, inner residual, curvature) of ``personalize(server,
         adaptation batches)`` (residual and curvature NaN without an inner problem)."""
         adapt, batch = int(self.hp["eval_adapt_steps"]), int(self.hp["batch_size"])
-        out, inner = [], []
-        for start in range(0, self.num_clients, self.chunk):
-            stop = min(start + self.chunk, self.num_clients)
-            # [A, C, B]: adaptation batch a of every client in the stack
+        personal, inner = [], []
+        for start, stop in self.adapt_chunks:
+            # [A, C, B]: adaptation batch a of every client in the chunk
             indices = np.stack(
                 [
                     eval_indices(self.seed, update_index, c, self.adapt_source[c], adapt, batch)
@@ -210,11 +235,10 @@ class Evaluator:
             )
             xb, yb = gather(self.x, self.y, indices)
             stacked = {k: v.expand(stop - start, *v.shape).contiguous() for k, v in server.items()}
-            personal = self.method.personalize(stacked, xb, yb, self.hp, self.grad_fn)
-            with torch.no_grad():
-                out.append(self._client_stats(personal, start, stop, stacked=True))
-            inner.append(self._inner(start, stacked, personal, xb, yb))
-        return np.concatenate([self._means(out), np.concatenate(inner)], axis=1)
+            personal.append(self.method.personalize(stacked, xb, yb, self.hp, self.grad_fn))
+            inner.append(self._inner(start, stacked, personal[-1], xb, yb))
+        every = {k: torch.cat([p[k] for p in personal]) for k in personal[0]}
+        return np.concatenate([self._stats(every, stacked=True), np.concatenate(inner)], axis=1)
 
     def _inner(
         self, chunk: int, server: Params, theta: Params, xb: Tensor, yb: Tensor
