@@ -184,6 +184,24 @@ def test_top_curvature_is_the_largest_hessian_eigenvalue():
     assert diagnostics.stability_limit(3.0, {"moreau_lambda": 15.0}) == pytest.approx(2 / 18)
 
 
+def test_power_iteration_on_a_kept_graph_equals_products_built_anew():
+    # hvp_at builds the forward pass and the gradient's graph once for all products: the same
+    # numbers, bit for bit, as hvp building them for every product
+    model, params, x, y = _mlp64("relu")
+    stacked = {k: v.expand(3, *v.shape).clone() for k, v in params.items()}
+    kept = make_batched_grad_fn(model)
+    anew = make_batched_grad_fn(model)
+    del anew.hvp_at
+    xs, ys = x[:1].expand(3, *x.shape[1:]), y[:1].expand(3, *y.shape[1:])
+    a, va = diagnostics.top_curvature(stacked, xs, ys, kept, 6)
+    b, vb = diagnostics.top_curvature(stacked, xs, ys, anew, 6)
+    assert torch.equal(a, b)
+    assert all(torch.equal(va[k], vb[k]) for k in va)
+    product = kept.hvp_at(stacked, xs, ys)
+    twice = [product(va), product(va)]  # the kept graph survives repeated use
+    assert all(torch.equal(twice[0][k], twice[1][k]) for k in va)
+
+
 def test_inner_residual_falls_with_more_inner_steps():
     model, params, x, y = _mlp64("softplus")  # smooth: gradient descent converges linearly
     stacked = {k: v.expand(3, *v.shape).clone() for k, v in params.items()}

@@ -263,7 +263,8 @@ def make_batched_grad_fn(model: nn.Module, fuse: bool = True) -> GradFn:
     gradient tensor) that :func:`persafl.methods.base.descend` uses for SGD-type steps, and a
     ``prox`` attribute (:func:`persafl.engine.fused.make_prox`, ME's inner solver). Always: an
     ``hvp(params, vector, x, y)`` attribute, the exact per-client Hessian-vector product
-    (client c's block of the block-diagonal Hessian of the summed loss).
+    (client c's block of the block-diagonal Hessian of the summed loss), and ``hvp_at(params,
+    x, y)``, which returns that product as a function of the vector alone, its graph built once.
     """
     forward = make_batched_forward(model)
 
@@ -275,8 +276,11 @@ def make_batched_grad_fn(model: nn.Module, fuse: bool = True) -> GradFn:
             grads = torch.autograd.grad(total / int(y.shape[1]), list(leaves.values()))
         return dict(zip(leaves, grads, strict=True))
 
-    def hvp(params: Params, vector: Params, x: Tensor, y: Tensor) -> Params:
-        """Per-client exact Hessian-vector products (double backward of the same loss)."""
+    def hvp_at(params: Params, x: Tensor, y: Tensor) -> Callable[[Params], Params]:
+        """Per-client exact Hessian-vector products at one point: ``product(vector)``, double
+        backward of the same loss. The forward pass and the gradient's graph are built once
+        and kept for every vector (a power iteration's products: the same numbers as building
+        them anew each time, at a fraction of the cost)."""
         with torch.enable_grad():
             leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
             logits = forward(leaves, x)
@@ -284,14 +288,28 @@ def make_batched_grad_fn(model: nn.Module, fuse: bool = True) -> GradFn:
             grads = torch.autograd.grad(
                 total / int(y.shape[1]), list(leaves.values()), create_graph=True
             )
-            dot = sum((g * vector[k]).sum() for k, g in zip(leaves, grads, strict=True))
-            products = torch.autograd.grad(dot, list(leaves.values()), allow_unused=True)
-        return {
-            k: torch.zeros_like(v) if h is None else h.detach()
-            for (k, v), h in zip(leaves.items(), products, strict=True)
-        }
+
+        def product(vector: Params) -> Params:
+            with torch.enable_grad():
+                dot = sum((g * vector[k]).sum() for k, g in zip(leaves, grads, strict=True))
+                products = torch.autograd.grad(
+                    dot, list(leaves.values()), allow_unused=True, retain_graph=True
+                )
+            # contiguous: autograd may hand back transposed layouts, which every flatten of a
+            # power iteration's norms and dots would copy again (the same values either way)
+            return {
+                k: torch.zeros_like(v) if h is None else h.detach().contiguous()
+                for (k, v), h in zip(leaves.items(), products, strict=True)
+            }
+
+        return product
+
+    def hvp(params: Params, vector: Params, x: Tensor, y: Tensor) -> Params:
+        """Per-client exact Hessian-vector products (double backward of the same loss)."""
+        return hvp_at(params, x, y)(vector)
 
     grad_fn.hvp = hvp  # type: ignore[attr-defined]
+    grad_fn.hvp_at = hvp_at  # type: ignore[attr-defined]
     if fuse and fused.supports(model):
         grad_fn.descend = fused.make_descend(model)  # type: ignore[attr-defined]
         grad_fn.prox = fused.make_prox(model)  # type: ignore[attr-defined]

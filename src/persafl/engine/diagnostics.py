@@ -71,6 +71,8 @@ def top_curvature(
     hvp = getattr(grad_fn, "hvp", None)
     if hvp is None:
         raise ValueError("curvature estimation needs a grad_fn with an hvp attribute")
+    hvp_at = getattr(grad_fn, "hvp_at", None)  # the graph built once for every product
+    product = hvp_at(params, x, y) if hvp_at is not None else (lambda v: hvp(params, v, x, y))
     vector = grad_fn(params, x, y) if start is None else start
     if not bool((client_norms(vector) > 0).all()):
         vector = {k: torch.ones_like(v) for k, v in params.items()}
@@ -78,7 +80,7 @@ def top_curvature(
     for _ in range(iterations):
         norms = client_norms(vector).clamp_min(1e-30)
         unit = {k: v / norms.view(-1, *[1] * (v.dim() - 1)) for k, v in vector.items()}
-        vector = hvp(params, unit, x, y)
+        vector = product(unit)
         quotient = _client_dots(unit, vector)
     return quotient, vector
 
