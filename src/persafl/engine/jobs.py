@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from persafl.engine.batches import gather, job_indices
+from persafl.engine.batches import gather, gather_steps, job_indices
 from persafl.engine.schedule import Trace
 from persafl.methods import Method
 from persafl.models import (
@@ -44,6 +44,12 @@ MAX_AHEAD_JOBS = 4096
 # 4M float32 = 16 MB; small models (60-20-10) are not limited by it.
 CACHE_ELEMENTS = 4 << 20
 CACHE_COPIES = 4
+# A stacked chunk's batches of all its local steps are gathered in one copy up to this many
+# scalars (4 MB of float32, cache-sized); above, each local step gathers its own rows when it
+# needs them (batches.StepBatches): 13-14 % more steps/s in synchronous rounds of 20 MNIST-MLP
+# clients with 131 steps each (107 MB up front), while the small chunks of one asynchronous
+# run (about 3 jobs of 20 steps: 3.7 MB) were 2-4 % slower per step (benchmarks/README.md).
+STEP_GATHER_ELEMENTS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -161,7 +167,12 @@ def compute_stacked(pairs: list[tuple[JobRunner, int]], starts: Params) -> Param
         chunk = pairs[offset : offset + size]
         # [Q, S, C, B]: xb[q, s] holds batch (q, s) of every job in the chunk
         indices = np.stack([runner.indices(j) for runner, j in chunk], axis=2)
-        xb, yb = gather(lead.x, lead.y, indices)
+        # on a CPU a large chunk's local steps gather their own rows (cache-resident,
+        # StepBatches); small chunks and a GPU gather everything in one call
+        rows = indices.size * int(np.prod(lead.x.shape[1:]))
+        per_step = lead.x.device.type == "cpu" and rows > STEP_GATHER_ELEMENTS
+        fetch = gather_steps if per_step else gather
+        xb, yb = fetch(lead.x, lead.y, indices)
         start = {k: v[offset : offset + len(chunk)] for k, v in starts.items()}
         outputs.append(lead.method.local_update(start, xb, yb, lead.hp, lead.batched_grad_fn))
     if len(outputs) == 1:
