@@ -46,9 +46,10 @@ CACHE_ELEMENTS = 4 << 20
 CACHE_COPIES = 4
 # A stacked chunk's batches of all its local steps are gathered in one copy up to this many
 # scalars (4 MB of float32, cache-sized); above, each local step gathers its own rows when it
-# needs them (batches.StepBatches): 13-14 % more steps/s in synchronous rounds of 20 MNIST-MLP
-# clients with 131 steps each (107 MB up front), while the small chunks of one asynchronous
-# run (about 3 jobs of 20 steps: 3.7 MB) were 2-4 % slower per step (benchmarks/README.md).
+# needs them (batches.StepBatches): up to 1.3x the steps/s of synchronous rounds of 20
+# MNIST-MLP clients with 131 steps each (107 MB up front), while the small chunks of one
+# asynchronous run (about 3 jobs of 20 steps: 3.7 MB) were 2-4 % slower per step gathered
+# that way (benchmarks/README.md).
 STEP_GATHER_ELEMENTS = 1 << 20
 
 
