@@ -1,11 +1,12 @@
-"""The fused step (persafl.engine.fused) against autograd, client by client."""
+"""The fused steps (persafl.engine.fused, fused_maml) against autograd, client by client."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from persafl.engine import fused
+from persafl.engine import fused, fused_maml
+from persafl.methods import maml
 from persafl.methods.base import descend, sgd_step
 from persafl.models import build_model, init_params, make_batched_grad_fn, make_grad_fn
 
@@ -106,3 +107,63 @@ def test_fused_prox_equals_generic_moreau_prox(name, shape, kw, decay, from_anch
     for key in stacked:
         torch.testing.assert_close(fast[key], slow[key], rtol=0, atol=1e-12)
         assert not torch.allclose(fast[key], start[key])  # the solver moved every tensor
+
+
+MAML_HP = {"personal_lr": 0.4, "local_lr": 0.6, "hf_delta": 1e-3}  # large: a wrong term shows
+
+
+def batches(shape, clients=3, batch=6, seed=11):
+    gen = torch.Generator().manual_seed(seed)
+    xs = torch.randn(3, clients, batch, *shape, generator=gen, dtype=torch.float64)
+    return xs, torch.randint(0, 7, (3, clients, batch), generator=gen)
+
+
+@pytest.mark.parametrize(("name", "shape", "kw"), CASES)
+@pytest.mark.parametrize("hessian_free", [False, True])
+def test_fused_maml_step_equals_step_through_descents(name, shape, kw, hessian_free) -> None:
+    """Low-rank first layer (Gram corrections instead of temp and params +- d g in full)
+    against maml_step with autograd gradients, stacked, and client by client."""
+    model, per_client, stacked, _, _ = stacked_problem(name, shape, kw)
+    xs, ys = batches(shape)
+    with_fused = make_batched_grad_fn(model)
+    assert hasattr(with_fused, "maml")
+    fast = maml.maml_step(stacked, xs, ys, MAML_HP, with_fused, hessian_free)
+    slow = maml.maml_step(
+        stacked, xs, ys, MAML_HP, make_batched_grad_fn(model, fuse=False), hessian_free
+    )
+    fo = maml.maml_step(stacked, xs, ys, MAML_HP, with_fused, False)
+    for key in stacked:
+        torch.testing.assert_close(fast[key], slow[key], rtol=0, atol=1e-12)
+        assert not torch.allclose(fast[key], stacked[key])  # the step moved every tensor
+        if hessian_free:  # and the Hessian term is there, far above rounding
+            assert (fast[key] - fo[key]).abs().max() > 1e-6
+    for c, params in enumerate(per_client):
+        one = maml.maml_step(params, xs[:, c], ys[:, c], MAML_HP, make_grad_fn(model), hessian_free)
+        for key in params:
+            torch.testing.assert_close(fast[key][c], one[key], rtol=0, atol=1e-12)
+
+
+def test_fused_maml_leaves_inputs_alone_and_tracks_nothing() -> None:
+    model, _, stacked, _, _ = stacked_problem("mlp", (1, 12, 12), {"hidden": 9})
+    xs, ys = batches((1, 12, 12))
+    copies = {k: v.clone() for k, v in stacked.items()}
+    x_copy = xs.clone()
+    new = fused_maml.make_maml(model)(stacked, xs, ys, 0.1, 0.2, 1e-3, True)
+    assert all(torch.equal(stacked[k], copies[k]) for k in stacked)
+    assert torch.equal(xs, x_copy)
+    assert all(not v.requires_grad for v in new.values())
+    assert all(new[k].data_ptr() != stacked[k].data_ptr() for k in stacked)
+
+
+def test_which_models_fuse_maml() -> None:
+    nn = torch.nn
+    assert fused_maml.supports(build_model("mlp", (60,), 10, hidden=20))
+    assert fused_maml.supports(build_model("logistic", (1, 28, 28), 10))
+    # an activation before the first Linear: the descents fuse, the MAML step does not
+    odd = nn.Sequential(nn.Flatten(), nn.Tanh(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    assert fused.supports(odd) and not fused_maml.supports(odd)
+    with pytest.raises(TypeError, match="fused MAML steps need"):
+        fused_maml.make_maml(odd)
+    grad_fn = make_batched_grad_fn(odd.double())
+    assert hasattr(grad_fn, "descend") and not hasattr(grad_fn, "maml")
+    assert not hasattr(make_batched_grad_fn(build_model("mlp", (60,), 10), fuse=False), "maml")

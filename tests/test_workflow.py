@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import slurm_answers
 from persafl import sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -381,17 +381,8 @@ def test_report_is_written(tiny_run):
 # ---- SLURM ---------------------------------------------------------------------------------
 
 
-def slurm_up() -> bool:
-    if not shutil.which("sinfo"):
-        return False
-    try:
-        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
 @pytest.mark.slurm
-@pytest.mark.skipif(not slurm_up(), reason="no SLURM answers (start one with .ci/slurm-up.sh)")
+@pytest.mark.skipif(not slurm_answers(), reason="no SLURM answers (start one with .ci/slurm-up.sh)")
 def test_tiny_workflow_runs_through_slurm(tmp_path):
     one_seed = yaml.safe_load(TEST_CONFIG.read_text())
     one_seed["seeds"] = [0]  # each SLURM job costs ~15 s of polling: keep it to 7 runs

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from persafl.engine import fused
+from persafl.engine import fused, fused_maml
 from persafl.rng import torch_seed
 
 Params = dict[str, Tensor]
@@ -261,7 +261,9 @@ def make_batched_grad_fn(model: nn.Module, fuse: bool = True) -> GradFn:
     With ``fuse`` and a fully connected model, the function also carries a ``descend``
     attribute (:func:`persafl.engine.fused.make_descend`: ``base - lr * grad`` in one pass, no
     gradient tensor) that :func:`persafl.methods.base.descend` uses for SGD-type steps, and a
-    ``prox`` attribute (:func:`persafl.engine.fused.make_prox`, ME's inner solver). Always: an
+    ``prox`` attribute (:func:`persafl.engine.fused.make_prox`, ME's inner solver) and, where the
+    first layer after Flatten is a Linear, a ``maml`` attribute
+    (:func:`persafl.engine.fused_maml.make_maml`, one MAML step). Always: an
     ``hvp(params, vector, x, y)`` attribute, the exact per-client Hessian-vector product
     (client c's block of the block-diagonal Hessian of the summed loss), and ``hvp_at(params,
     x, y)``, which returns that product as a function of the vector alone, its graph built once.
@@ -313,6 +315,8 @@ def make_batched_grad_fn(model: nn.Module, fuse: bool = True) -> GradFn:
     if fuse and fused.supports(model):
         grad_fn.descend = fused.make_descend(model)  # type: ignore[attr-defined]
         grad_fn.prox = fused.make_prox(model)  # type: ignore[attr-defined]
+        if fused_maml.supports(model):
+            grad_fn.maml = fused_maml.make_maml(model)  # type: ignore[attr-defined]
     return grad_fn
 
 

@@ -116,11 +116,16 @@ def maml_step(
     HF: ``first + c grad f(params + d g) - c grad f(params - d g)``, ``c = beta alpha / (2 d)``,
     where ``params +- d g`` is read off ``first`` (``g = (params - first) / beta``, one ``lerp``
     per tensor): FO's direction plus :func:`hessian_vector_fd`'s correction, up to rounding.
+    A ``grad_fn`` with a ``maml`` attribute (stacked fully connected models,
+    :mod:`persafl.engine.fused_maml`) takes the whole step, its first layer in low-rank form.
     """
     alpha, beta = hp["personal_lr"], hp["local_lr"]
     if hessian_free and hp.get("hvp", "finite_difference") == "exact":
         # the exact HVP needs the outer gradient itself: the formula as written, unfused
         return tree_add(params, maml_direction(params, xs, ys, hp, grad_fn, True), -beta)
+    fused = getattr(grad_fn, "maml", None)  # stacked MLPs: persafl.engine.fused_maml
+    if fused is not None:
+        return fused(params, xs, ys, alpha, beta, hp.get("hf_delta", 0.0), hessian_free)
     temp = descend(grad_fn, params, xs[0], ys[0], alpha)
     first = descend(grad_fn, temp, xs[1], ys[1], beta, base=params)
     if not hessian_free or beta == 0:
