@@ -20,12 +20,13 @@ small corrections through the batches' Gram blocks ``X_i X_j^T`` [B, B]:
     X_2 (W +- d g_W)^T = X_2 W^T +- d (X_2 X_1^T) D_1
 
 Per client and step the first layer then costs 2 (FO) or 3 (HF) ``B x in x H`` products for the
-forwards, one or two for the update, and one or two ``B x B x in`` Grams, against 4 (FO) and
-8 (HF) products and 3 (FO) or 6 (HF) full-size parameter tensors written; the later, small
-layers are handled as in ``make_descend``. The same values up to float rounding
-(tests/test_fused_maml.py against ``maml_step`` through the plain descents); the finite
-difference gets slightly more accurate, as ``+- d g_W`` is added to the pre-activations instead
-of to ``W``'s entries, whose rounding is larger than ``d g_W``'s.
+forwards, one or two for the update (HF's ``(D_+ - D_-)^T X_2`` in one), and one or two
+``B x B x in`` Grams, against 4 (FO) and 8 (HF) products and 3 (FO) or 6 (HF) full-size
+parameter tensors written; the later, small layers are handled as in ``make_descend``. The same
+values up to float rounding (tests/test_fused.py against ``maml_step`` through the plain
+descents); the finite difference gets slightly more accurate, as ``+- d g_W`` is added to the
+pre-activations instead of to ``W``'s entries, whose rounding is larger than ``d g_W``'s, and
+``D_+ - D_-`` is taken before the product.
 """
 
 from __future__ import annotations
@@ -142,14 +143,16 @@ def make_maml(model: nn.Module) -> MamlStep:
             shift = torch.bmm(torch.bmm(data[2], data[1].transpose(1, 2)), d1)
             shift.add_(d1.sum(1).unsqueeze(1))  # X_2 g_W^T + g_b
             scale = beta * alpha / (2.0 * delta)
+            first_dz = []
             for sign in (1.0, -1.0):  # new + c grad f(params + d g) - c grad f(params - d g)
                 at = {k: torch.add(params[k], v, alpha=sign * delta) for k, v in g.items()}
                 pre = torch.add(proj[2], shift, alpha=sign * delta)
                 grads = backward(*forward(at, pre), ys[2], at)
                 update(new, dict(new), grads, -sign * scale)
-                dz = grads[first][0]
-                new[b1] = torch.add(new[b1], dz.sum(1), alpha=sign * scale)
-                new[w1].baddbmm_(dz.transpose(1, 2), data[2], alpha=sign * scale)
+                first_dz.append(grads[first][0])
+            dz = first_dz[0].sub_(first_dz[1])  # D_+ - D_-: one product for the wide layer
+            new[b1] = torch.add(new[b1], dz.sum(1), alpha=scale)
+            new[w1].baddbmm_(dz.transpose(1, 2), data[2], alpha=scale)
         return {k: new[k] for k in params}
 
     return maml
