@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from persafl import anchor, manifest, sweep
+from persafl import anchor, paper_files, sweep
 from persafl.aggregate import RunResult
 from persafl.anchor_table import LEAKY_MARK, anchor_table, markdown
 from persafl.data.base import Dataset
@@ -158,13 +158,13 @@ def test_a_run_adapting_on_test_is_labelled_leaky_whatever_its_name():
 
 def test_anchor_tables_are_manifest_outputs_only_when_switched_on():
     cfg = sweep.load_sweep_config([REPO / "config" / "test.yaml"])
-    assert "paper_figures/table_anchor.md" not in manifest.paper_outputs(cfg)
+    assert "paper_figures/table_anchor.md" not in paper_files.paper_outputs(cfg)
     on = {**cfg, "figures": {**cfg["figures"], "anchor": True}}
     assert {"paper_figures/table_anchor.md", "paper_figures/table_anchor.csv"} <= set(
-        manifest.paper_outputs(on)
+        paper_files.paper_outputs(on)
     )
     paper = sweep.load_sweep_config([REPO / "config" / "config.yaml"])
-    assert "paper_figures/table_anchor.csv" in manifest.paper_outputs(paper)
+    assert "paper_figures/table_anchor.csv" in paper_files.paper_outputs(paper)
 
 
 def test_pfedme_code_logs_are_parsed_per_model_and_cut_to_the_anchor_rounds(tmp_path):

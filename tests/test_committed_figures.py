@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 
 from persafl import figures
-from persafl.manifest import MANIFEST_FORMAT, figure_argv
+from persafl.manifest import MANIFEST_FORMAT
+from persafl.paper_files import figure_argv
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 COMMITTED_PATHS = ("paper_figures", "results/tables", "config")

@@ -1,4 +1,4 @@
-"""persafl.manifest: the figure specs, the manifest format, and the `python -m` CLIs."""
+"""persafl.paper_files and persafl.manifest: the figure specs, the manifest format, the CLIs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from persafl import figures, manifest, sweep
+from persafl import figures, manifest, paper_files, sweep
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = REPO / "config" / "test.yaml"
@@ -24,7 +24,7 @@ def test_specs_name_each_figure_its_table_and_arguments():
     c = cfg()
     tau = c["figures"]["accuracy_tau"]
     part = next(iter(c["datasets"]["synthetic"]["partitions"]))
-    specs = {s.kind: s for s in manifest.figure_specs(c) if s.dataset == "synthetic"}
+    specs = {s.kind: s for s in paper_files.figure_specs(c) if s.dataset == "synthetic"}
     assert specs["accuracy"].table == f"results/tables/dataset~synthetic/tau~{tau}/curves.csv"
     assert specs["accuracy"].args == {"dataset": "synthetic", "tau": tau, "partition": part}
     assert specs["staleness"].table == "results/tables/dataset~synthetic/final.csv"
@@ -33,30 +33,30 @@ def test_specs_name_each_figure_its_table_and_arguments():
         "paper_figures/fig_accuracy_synthetic.pdf",
         "paper_figures/fig_accuracy_synthetic.png",
     )
-    outputs = manifest.paper_outputs(c)
+    outputs = paper_files.paper_outputs(c)
     assert len(outputs) == len(set(outputs)) == 6 * len(sweep.datasets(c)) + 3
 
 
 def test_figure_argv_is_the_figures_cli():
-    argv = manifest.figure_argv("accuracy", "t.csv", {"dataset": "d", "tau": 4}, "o.pdf")
+    argv = paper_files.figure_argv("accuracy", "t.csv", {"dataset": "d", "tau": 4}, "o.pdf")
     assert argv == ["accuracy", "--curves", "t.csv", "--dataset", "d", "--tau", "4", "--out",
                     "o.pdf"]  # fmt: skip
-    assert manifest.figure_argv("partition", "p.csv", {"title": None}, "o.pdf") == [
+    assert paper_files.figure_argv("partition", "p.csv", {"title": None}, "o.pdf") == [
         "partition", "--counts", "p.csv", "--out", "o.pdf",
     ]  # fmt: skip
     figures._parser().parse_args(argv)  # the figures CLI accepts it
-    with pytest.raises(manifest.ManifestError, match="heatmap"):
-        manifest.figure_argv("heatmap", "t.csv", {}, "o.pdf")
+    with pytest.raises(paper_files.ManifestError, match="heatmap"):
+        paper_files.figure_argv("heatmap", "t.csv", {}, "o.pdf")
 
 
 def fake_outputs(root: Path, c: dict) -> list[str]:
     """Every paper_figures file and every table a spec names, with distinct contents."""
-    paths = manifest.paper_outputs(c) + [s.table for s in manifest.figure_specs(c)]
-    paths += list(manifest.TABLE_COPIES.values())
+    paths = paper_files.paper_outputs(c) + [s.table for s in paper_files.figure_specs(c)]
+    paths += list(paper_files.TABLE_COPIES.values())
     for path in paths:
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(path)
-    return manifest.paper_outputs(c)
+    return paper_files.paper_outputs(c)
 
 
 def test_manifest_records_table_args_and_hashes(tmp_path):
@@ -75,16 +75,16 @@ def test_manifest_records_table_args_and_hashes(tmp_path):
     assert acc["sha256"] == hashlib.sha256(acc["path"].encode()).hexdigest()
     assert acc["table_sha256"] == hashlib.sha256(acc["table"].encode()).hexdigest()
     assert "--out paper_figures/fig_accuracy_synthetic.pdf" in acc["command"]
-    assert {e["table"] for e in m["tables"]} == set(manifest.TABLE_COPIES.values())
+    assert {e["table"] for e in m["tables"]} == set(paper_files.TABLE_COPIES.values())
     json.dumps(m)  # serialisable
 
 
 def test_manifest_refuses_files_the_config_does_not_draw(tmp_path):
     c = cfg()
     files = fake_outputs(tmp_path, c)
-    with pytest.raises(manifest.ManifestError, match="fig_extra"):
+    with pytest.raises(paper_files.ManifestError, match="fig_extra"):
         manifest.build_manifest(c, [*files, "paper_figures/fig_extra.pdf"], root=tmp_path)
-    with pytest.raises(manifest.ManifestError, match="not given"):
+    with pytest.raises(paper_files.ManifestError, match="not given"):
         manifest.build_manifest(c, files[1:], root=tmp_path)
 
 
@@ -142,7 +142,7 @@ def test_refresh_rehashes_exactly_the_changed_figure_and_its_table(tmp_path):
     # and the refreshed manifest is the one a full build of the changed tree writes
     rebuilt = manifest.build_manifest(
         cfg(),
-        manifest.paper_outputs(cfg()),
+        paper_files.paper_outputs(cfg()),
         root=tmp_path,
         repo=tmp_path,
         config_files=[tmp_path / "config/test.yaml"],
@@ -195,13 +195,13 @@ def test_refresh_names_the_missing_files(tmp_path):
             "paper_figures/table_final.md"]  # fmt: skip
     for path in gone:
         (tmp_path / path).unlink()
-    with pytest.raises(manifest.ManifestError, match="missing") as err:
+    with pytest.raises(paper_files.ManifestError, match="missing") as err:
         manifest.refresh_manifest(old, root=tmp_path, repo=tmp_path)
     for path in gone:
         assert path in str(err.value)
     assert "fig_accuracy_synthetic" not in str(err.value)
     (tmp_path / "config" / "test.yaml").unlink()
-    with pytest.raises(manifest.ManifestError, match="config/test.yaml"):
+    with pytest.raises(paper_files.ManifestError, match="config/test.yaml"):
         manifest.refresh_manifest(old, root=tmp_path, repo=tmp_path)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from persafl import manifest, timestudy
+from persafl import paper_files, timestudy
 from persafl.config import resolve_run_config
 from persafl.timetables import time_table
 
@@ -48,10 +48,11 @@ def test_a_barrier_setting_with_a_bound_is_refused():
 
 def test_the_manifest_lists_the_study_only_when_the_sweep_names_it():
     cfg = {"staleness_study": str(STUDY), "datasets": {}, "figures": {"accuracy_tau": 0}}
-    files = {Path(f).name for f in manifest.paper_outputs(cfg)}
+    files = {Path(f).name for f in paper_files.paper_outputs(cfg)}
     assert {"fig_axes_synthetic.pdf", "fig_time_synthetic.png", "fig_bounds_synthetic.pdf",
             "table_time.md", "table_bounds.csv"} <= files
-    assert manifest.paper_outputs({**cfg, "staleness_study": None}) == list(manifest.TABLE_COPIES)
+    no_study = paper_files.paper_outputs({**cfg, "staleness_study": None})
+    assert no_study == list(paper_files.TABLE_COPIES)
 
 
 def curve(setting: str, sync: bool, times: list[float], accs: list[float], seed: int = 0):

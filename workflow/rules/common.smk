@@ -9,7 +9,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from persafl import locks, manifest, resources, scheduler_timer, sweep, timestudy
+from persafl import locks, paper_files, resources, scheduler_timer, sweep, timestudy
 
 # Snakemake 9 starts one more 1-second re-scheduling timer chain per job event while jobs wait
 # for cores (0.43 of a core in the paper config): keep one pending timer (persafl.scheduler_timer)
@@ -83,12 +83,12 @@ def run_files(keys):
 
 def figure_partition(dataset):
     """The partition a data set's single-partition figures show (as the manifest records)."""
-    return manifest.figure_partition(config, dataset)
+    return paper_files.figure_partition(config, dataset)
 
 
 def paper_figures():
-    """The figures and table copies of paper_figures/, as persafl.manifest lists them."""
-    return manifest.paper_outputs(config)
+    """The figures and table copies of paper_figures/, as persafl.paper_files lists them."""
+    return paper_files.paper_outputs(config)
 
 
 def all_outputs():
@@ -257,18 +257,18 @@ def output_dir(wildcards, output):
 
 STUDY_PATH = config.get("staleness_study")
 STUDY = timestudy.load_study(REPO / STUDY_PATH) if STUDY_PATH else None
-STUDY_TABLES = manifest.STUDY_TABLES
+STUDY_TABLES = paper_files.STUDY_TABLES
 STUDY_DATASETS = "|".join(STUDY["datasets"]) if STUDY else "none"
 
 
 def study_figure_table(wildcards):
-    """The committed table a study figure is drawn from (persafl.manifest.study_specs)."""
-    return manifest.study_spec(config, wildcards.kind, wildcards.dataset).table
+    """The committed table a study figure is drawn from (persafl.paper_files.study_specs)."""
+    return paper_files.study_spec(config, wildcards.kind, wildcards.dataset).table
 
 
 def study_figure_argv(wildcards, output):
     """The persafl.figures arguments of a study figure, as the manifest records them."""
-    argv = manifest.study_argv(config, wildcards.kind, wildcards.dataset, output.pdf)
+    argv = paper_files.study_argv(config, wildcards.kind, wildcards.dataset, output.pdf)
     return " ".join(shlex.quote(a) for a in argv)
 
 

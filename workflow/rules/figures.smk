@@ -1,6 +1,6 @@
 # Paper figures, each from an aggregated table only (never from raw runs), and the manifest
 # that records, for every figure, the table and arguments it was drawn from (the list, tables
-# and arguments are persafl.manifest.figure_specs: the figures can be redrawn from the tables).
+# and arguments are persafl.paper_files.figure_specs: the figures can be redrawn from the tables).
 
 
 rule fig_accuracy:

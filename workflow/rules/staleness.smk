@@ -60,8 +60,8 @@ if STUDY:
 
     rule staleness:
         input:
-            [f for spec in manifest.study_specs(config) for f in spec.outputs]
-            + list(manifest.study_table_copies(config)),
+            [f for spec in paper_files.study_specs(config) for f in spec.outputs]
+            + list(paper_files.study_table_copies(config)),
 
     rule fig_study:
         input:
