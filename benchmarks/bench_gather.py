@@ -48,7 +48,8 @@ SHAPES = {
 def fake_mnist(seed: int = 0) -> tuple[Dataset, Partition]:
     rng = np.random.default_rng(seed)
     n = 70000
-    x, y = torch.randn(n, 1, 28, 28), torch.randint(0, 10, (n,))
+    gen = torch.Generator().manual_seed(seed)  # the same data in every process
+    x, y = torch.randn(n, 1, 28, 28, generator=gen), torch.randint(0, 10, (n,), generator=gen)
     sizes = rng.dirichlet([1.0] * 20) * n
     parts = np.split(rng.permutation(n), np.cumsum(sizes).astype(int)[:-1])
     train = [p[: int(0.75 * len(p))] for p in parts]

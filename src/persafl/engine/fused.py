@@ -60,6 +60,15 @@ def _logits_grad(logits: Tensor, y: Tensor) -> Tensor:
     return delta.mul_(1.0 / int(logits.shape[1]))
 
 
+def _layer_forward(name: str, layer: nn.Module, params: Params, hidden: Tensor) -> Tensor:
+    """One layer on stacked inputs [C, B, in]: a Linear as ``baddbmm`` with the clients' own
+    weights ``params[name.weight]`` [C, out, in], anything else as the module itself."""
+    if isinstance(layer, nn.Linear):
+        weight, bias = params[f"{name}.weight"], params[f"{name}.bias"]
+        return torch.baddbmm(bias.unsqueeze(1), hidden, weight.transpose(1, 2))
+    return layer(hidden)
+
+
 def _plan(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     """The model's layers if it is a fusable stack (Flatten first, Linear and default
     activations after, a Linear last); None otherwise."""
@@ -105,11 +114,7 @@ def make_descend(model: nn.Module) -> Descend:
         for name, layer in layers:
             if isinstance(layer, nn.Flatten):
                 continue
-            if isinstance(layer, nn.Linear):
-                weight, bias = at[f"{name}.weight"], at[f"{name}.bias"]
-                out = torch.baddbmm(bias.unsqueeze(1), hidden, weight.transpose(1, 2))
-            else:
-                out = layer(hidden)
+            out = _layer_forward(name, layer, at, hidden)
             saved.append((name, layer, hidden, out))
             hidden = out
         delta = _logits_grad(hidden, y)

@@ -36,7 +36,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from persafl.engine.fused import _BACKWARD, _logits_grad, _plan
+from persafl.engine.fused import _BACKWARD, _layer_forward, _logits_grad, _plan
 
 Params = dict[str, Tensor]
 # maml(params, xs [S, C, B, ...], ys [S, C, B], alpha, beta, delta, hessian_free) -> new params
@@ -77,11 +77,7 @@ def make_maml(model: nn.Module) -> MamlStep:
         saved = [(first, body[0][1], None, pre)]
         hidden = pre
         for name, layer in rest:
-            if isinstance(layer, nn.Linear):
-                weight, bias = params[f"{name}.weight"], params[f"{name}.bias"]
-                out = torch.baddbmm(bias.unsqueeze(1), hidden, weight.transpose(1, 2))
-            else:
-                out = layer(hidden)
+            out = _layer_forward(name, layer, params, hidden)
             saved.append((name, layer, hidden, out))
             hidden = out
         return saved, hidden
