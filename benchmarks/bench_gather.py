@@ -21,13 +21,11 @@ Writes gather.{md,csv}.
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+import report
 import torch
 
 from persafl import methods
@@ -100,27 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.methods:
             rows.append(time_both(schedule, name, data, partition, args.repeats))
             print(rows[-1], flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    with (args.out / "gather.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    lines = [
-        f"# Batches gathered per local step vs up front ({stamp})",
-        "",
-        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+    report.write(
+        args.out, "gather", rows, "Batches gathered per local step vs up front",
         f"{args.threads} threads, best of {args.repeats}. Steps/s = client local steps per second.",
-        "",
-        "| schedule | method | local steps | up front steps/s | per step steps/s | ratio |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {r['schedule']} | {r['method']} | {r['local_steps']} | {r['up_front_steps_per_s']} "
-        f"| {r['per_step_steps_per_s']} | {r['ratio']} |"
-        for r in rows
-    ]
-    (args.out / "gather.md").write_text("\n".join(lines) + "\n")
+        {"schedule": "schedule", "method": "method", "local_steps": "local steps",
+         "up_front_steps_per_s": "up front steps/s", "per_step_steps_per_s": "per step steps/s",
+         "ratio": "ratio"},
+    )  # fmt: skip
     return 0
 
 

@@ -20,12 +20,10 @@ Writes maml.{md,csv} to --out (benchmarks/results).
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
-import platform
 import time
 from pathlib import Path
 
+import report
 import torch
 from bench_gather import fake_mnist
 
@@ -130,29 +128,16 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.methods:
             rows.append(time_group(name, data, partition, args.runs, args.updates, args.repeats))
             print(rows[-1], flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    with (args.out / "maml.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    lines = [
-        f"# MAML steps fused (low-rank first layer) vs through plain descents ({stamp})",
-        "",
-        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+    report.write(
+        args.out, "maml", rows,
+        "MAML steps fused (low-rank first layer) vs through plain descents",
         f"{args.threads} thread(s), best of {args.repeats}. Steps/s = client local steps per "
         f"second; step: one stacked step of {args.clients} clients; group: {args.runs} runs "
         f"of {args.updates} updates (clock, bound 8, Q = 20) driven together.",
-        "",
-        "| kind | method | clients / runs | descents steps/s | fused steps/s | ratio |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {r['kind']} | {r['method']} | {r['clients_or_runs']} | "
-        f"{r['descents_steps_per_s']} | {r['fused_steps_per_s']} | {r['ratio']} |"
-        for r in rows
-    ]
-    (args.out / "maml.md").write_text("\n".join(lines) + "\n")
+        {"kind": "kind", "method": "method", "clients_or_runs": "clients / runs",
+         "descents_steps_per_s": "descents steps/s", "fused_steps_per_s": "fused steps/s",
+         "ratio": "ratio"},
+    )  # fmt: skip
     return 0
 
 
