@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import math
 import os
 import platform
 import statistics
@@ -47,17 +46,10 @@ import sys
 import time
 from pathlib import Path
 
+from engine_cells import engine_lines, run_engine_cells
+from workloads import BATCH_SIZE, INPUT_SHAPE, NUM_CLASSES, WORKLOADS, sync
+
 METHODS = ("afl", "persafl_maml_fo", "persafl_maml_hf", "persafl_me")
-INPUT_SHAPE = (1, 28, 28)
-# workload -> (model name, input shape, model params): MNIST-shaped MLP and CNN, and pFedMe's
-# Synthetic MLP 60-20-10 (the model of the embedded default)
-WORKLOADS = {
-    "mlp": ("mlp", INPUT_SHAPE, {}),
-    "cnn": ("cnn", INPUT_SHAPE, {}),
-    "mlp_synthetic": ("mlp", (60,), {"hidden": 20}),
-}
-NUM_CLASSES = 10
-BATCH_SIZE = 20
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -96,6 +88,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[1],
         help="runs trained together (cross-run stacking, persafl.engine.group): each number "
         "above 1 adds a vectorized row of that many runs (seeds) in one process",
+    )
+    parser.add_argument(
+        "--engine-repeats",
+        type=int,
+        default=1,
+        help="interleaved rounds of every engine path per cell (median, min and max reported)",
     )
     parser.add_argument("--engine-clients", type=int, nargs="+", default=[20, 100])
     parser.add_argument("--engine-workloads", nargs="+", default=["mlp"], choices=list(WORKLOADS))
@@ -147,14 +145,6 @@ def machine_info(threads: int) -> dict[str, str]:
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
-
-
-def sync(device: str) -> None:
-    """Wait for queued GPU work (timings on CUDA are otherwise launch times)."""
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def matmul_gflops(n: int = 2048, seconds: float = 2.0, device: str = "cpu") -> float:
@@ -244,153 +234,6 @@ def profile_top(fn, *args, rows: int = 12) -> str:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn(*args)
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
-
-
-def engine_rate(workload, method, hp, clients, schedule, backend, args, runs=1):
-    """Time ``engine.executor.run`` on random data: (client steps/s, jobs per stacked call).
-
-    Each client holds 200 random training samples and 2 test samples. A one-update, one-step
-    run warms up first; the timed span is the replay of ``runs`` traces (seeds 0..runs-1)
-    driven together (:func:`persafl.engine.group.drive`: one run alone, or a group whose jobs
-    share stacked calls), minus their two evaluations each (update 0 and the last), timed
-    again afterwards with the executor's ``Evaluator``.
-    """
-    import numpy as np
-    import torch
-
-    from persafl.data import Dataset
-    from persafl.engine.evaluate import Evaluator
-    from persafl.engine.executor import prepare
-    from persafl.engine.executor import run as run_engine
-    from persafl.engine.group import drive
-    from persafl.engine.schedule import ScheduleConfig, make_trace
-    from persafl.models import build_model
-    from persafl.partition import Partition
-
-    per_train, per_test = 200, 2
-    gen = torch.Generator().manual_seed(1)
-    n = clients * (per_train + per_test)
-    data = Dataset(
-        "random",
-        torch.randn(n, *WORKLOADS[workload][1], generator=gen),
-        torch.randint(0, NUM_CLASSES, (n,), generator=gen),
-        NUM_CLASSES,
-        None,
-    )
-    starts = np.arange(clients) * (per_train + per_test)
-    partition = Partition(
-        [np.arange(a, a + per_train) for a in starts],
-        [np.arange(a + per_train, a + per_train + per_test) for a in starts],
-        NUM_CLASSES,
-        "random",
-    )
-    if schedule == "barrier":
-        updates = max(1, args.engine_jobs // clients)
-        cfg = ScheduleConfig(model="barrier", staleness_bound=0, num_updates=updates)
-    else:
-        updates = args.engine_jobs
-        cfg = ScheduleConfig(
-            model=schedule, staleness_bound=args.staleness_bound, num_updates=updates
-        )
-    traces = [make_trace(cfg, clients, seed=seed) for seed in range(runs)]
-    name_, shape_, kw_ = WORKLOADS[workload]
-    model = build_model(name_, shape_, NUM_CLASSES, **kw_)
-    warm = make_trace(ScheduleConfig("barrier", 0, 1), clients, seed=0)
-    device = args.device
-    run_engine(
-        warm, method, {**hp, "local_steps": 1}, model, data, partition, 0, backend, device=device
-    )
-    x, y = data.x.to(device), data.y.to(device)
-    replays = [
-        prepare(
-            trace, method, hp, model, data, partition, seed, backend, eval_every=updates,
-            device=device, x=x, y=y,
-        )
-        for seed, trace in enumerate(traces)
-    ]  # fmt: skip
-    start = time.perf_counter()
-    results = drive(replays)
-    sync(device)
-    seconds = time.perf_counter() - start
-    evaluator = Evaluator(model, method, hp, x, y, partition.train, partition.test, 0)
-    start = time.perf_counter()
-    evaluator.evaluate(updates, results[0].server)
-    evaluator.evaluate(0, results[0].server)
-    seconds -= runs * (time.perf_counter() - start)
-    jobs = sum(len(u.clients) for trace in traces for u in trace.updates)
-    calls = max(1, results[0].compute_calls)  # a group's calls coincide: one run's count
-    return jobs * int(hp["local_steps"]) / seconds, jobs / calls
-
-
-def run_engine_cells(args, rows, flops_of) -> None:
-    from persafl import methods as registry
-
-    for workload in args.engine_workloads:
-        steps = args.local_steps_cnn if workload == "cnn" else args.local_steps
-        for name in args.methods:
-            method = registry.get(name)
-            hp = registry.resolve_hp(method, {"local_steps": steps})
-            for clients in args.engine_clients:
-                for schedule in args.engine:
-                    rates, calls = {}, {}
-                    for backend in ("vectorized", "sequential"):
-                        rate, per_call = engine_rate(
-                            workload, method, hp, clients, schedule, backend, args
-                        )
-                        rates[backend], calls[backend] = rate, per_call
-                        rows.append(
-                            {
-                                "workload": workload,
-                                "method": name,
-                                "clients": clients,
-                                "local_steps": steps,
-                                "path": f"engine-{schedule}-{backend}",
-                                "chunk": round(per_call, 1),
-                                "clients_timed": args.engine_jobs,
-                                "extrapolated": False,
-                                "repeats": 1,
-                                "steps_per_s": rate,
-                                "steps_per_s_min": rate,
-                                "steps_per_s_max": rate,
-                                "grads_per_s": rate * method.grads_per_step(hp),
-                                "mflop_per_step": flops_of.get((workload, name), math.nan) / 1e6,
-                                "gflops": rate * flops_of.get((workload, name), math.nan) / 1e9,
-                            }
-                        )
-                    for runs in [r for r in args.engine_runs if r > 1]:
-                        rate, per_call = engine_rate(
-                            workload, method, hp, clients, schedule, "vectorized", args, runs
-                        )
-                        rates[f"group{runs}"] = rate
-                        rows.append(
-                            {
-                                **rows[-2],
-                                "path": f"engine-{schedule}-group{runs}",
-                                "chunk": round(per_call, 1),
-                                "clients_timed": args.engine_jobs * runs,
-                                "steps_per_s": rate,
-                                "steps_per_s_min": rate,
-                                "steps_per_s_max": rate,
-                                "grads_per_s": rate * method.grads_per_step(hp),
-                                "gflops": rate
-                                * flops_of.get((workload, name), math.nan)
-                                / 1e9,
-                            }
-                        )
-                        print(
-                            f"engine {schedule:7s} {workload:4s} {name:16s} n={clients:5d} "
-                            f"group of {runs}: jobs/call {per_call:6.1f}  {rate:9.1f} steps/s "
-                            f"({rate / rates['vectorized']:.2f}x one run)",
-                            flush=True,
-                        )
-                    print(
-                        f"engine {schedule:7s} {workload:4s} {name:16s} n={clients:5d} "
-                        f"jobs/call {calls['vectorized']:6.1f}  "
-                        f"vec {rates['vectorized']:9.1f} steps/s  "
-                        f"seq {rates['sequential']:9.1f} steps/s  "
-                        f"ratio {rates['vectorized'] / rates['sequential']:6.2f}",
-                        flush=True,
-                    )
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -545,45 +388,7 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
         )
     engine = frame[frame.path.str.startswith("engine-")]
     if len(engine):
-        lines += [
-            "",
-            "## persafl.engine.executor.run, both backends",
-            "",
-            "Random data, 200 training samples per client; `barrier`: synchronous rounds of all "
-            "clients (the vectorized backend computes each round as one stacked batch); `delay`: "
-            "one client per update, staleness uniform in 0..bound (a job can only be computed "
-            "once its start version exists, so batches are small); `clock`: the paper "
-            "config's virtual clock (exponential speeds, policy drop). `group R`: R runs "
-            "(seeds) trained in one process, their jobs in shared stacked calls "
-            "(persafl.engine.group); its rate counts the steps of all R runs. Evaluation "
-            "excluded.",
-            "",
-            "| schedule | workload | method | clients | jobs per compute call | vectorized steps/s "
-            "| sequential steps/s | ratio | group | group jobs per call | group steps/s "
-            "| group / one run | vec GFLOP/s |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        engine = engine.assign(
-            schedule=engine.path.str.split("-").str[1], backend=engine.path.str.split("-").str[2]
-        )
-        for (schedule, workload, method, clients), cell in engine.groupby(
-            ["schedule", "workload", "method", "clients"], sort=False
-        ):
-            v = cell[cell.backend == "vectorized"].iloc[0]
-            s = cell[cell.backend == "sequential"].iloc[0]
-            groups = cell[cell.backend.str.startswith("group")]
-            for _, g in groups.iterrows() if len(groups) else [(None, None)]:
-                group = (
-                    f"{g.backend[5:]} | {g.chunk:.1f} | {g.steps_per_s:.1f} | "
-                    f"{g.steps_per_s / v.steps_per_s:.2f}"
-                    if g is not None
-                    else "- | - | - | -"
-                )
-                lines.append(
-                    f"| {schedule} | {workload} | {method} | {clients} | {v.chunk:.1f} | "
-                    f"{v.steps_per_s:.1f} | {s.steps_per_s:.1f} | "
-                    f"{v.steps_per_s / s.steps_per_s:.2f} | {group} | {v.gflops:.1f} |"
-                )
+        lines += engine_lines(engine)
     (args.out / f"{args.tag}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / (args.tag + '.csv')} and .md")
 

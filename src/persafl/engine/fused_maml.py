@@ -40,7 +40,7 @@ from persafl.engine.fused import _BACKWARD, _layer_forward, _logits_grad, _plan
 
 Params = dict[str, Tensor]
 # maml(params, xs [S, C, B, ...], ys [S, C, B], alpha, beta, delta, hessian_free) -> new params
-MamlStep = Callable[[Params, Tensor, Tensor, float, float, float, bool], Params]
+MamlStep = Callable[[Params, Tensor, Tensor, float, float, float, bool, bool], Params]
 # a Linear layer's output gradient dZ [C, B, out] and input [C, B, in] (None: the data)
 Backprop = dict[str, tuple[Tensor, Tensor | None]]
 
@@ -60,11 +60,15 @@ def supports(model: nn.Module) -> bool:
 
 
 def make_maml(model: nn.Module) -> MamlStep:
-    """``maml(params, xs, ys, alpha, beta, delta, hessian_free)`` for C stacked clients.
+    """``maml(params, xs, ys, alpha, beta, delta, hessian_free, inplace=False)`` for C stacked
+    clients.
 
     ``params`` [C, ...]; ``xs`` [S, C, B, *features] and ``ys`` [S, C, B] with S >= 2 (FO) or
     3 (HF) batches. Returns ``methods.maml.maml_step``'s new parameters (alpha = personal_lr,
-    beta = local_lr, delta = hf_delta) as new tensors; nothing is modified in place.
+    beta = local_lr, delta = hf_delta) as new tensors; nothing is modified in place. With
+    ``inplace`` (the caller owns ``params``) the first layer's new weight and bias are written
+    into ``params``' tensors once nothing reads them any more: the same kernels and bits,
+    without a fresh full-size tensor per step.
     """
     body = _body(model)
     if body is None:
@@ -110,6 +114,7 @@ def make_maml(model: nn.Module) -> MamlStep:
         beta: float,
         delta: float,
         hessian_free: bool,
+        inplace: bool = False,
     ) -> Params:
         clients, batch = int(ys.shape[1]), int(ys.shape[2])
         data = [xs[i].reshape(clients, batch, -1) for i in range(3 if hessian_free else 2)]
@@ -127,8 +132,14 @@ def make_maml(model: nn.Module) -> MamlStep:
         d1 = grads[first][0]
         new: Params = {}
         update(new, params, grads, beta)
-        new[b1] = torch.add(bias, d1.sum(1), alpha=-beta)
-        new[w1] = torch.baddbmm(weight, d1.transpose(1, 2), data[1], alpha=-beta)
+        # the first layer of params is not read after this point (HF's points params +- d g
+        # differ from params in the later layers only; their first layer is ``shift`` below)
+        if inplace:
+            new[b1] = bias.add_(d1.sum(1), alpha=-beta)
+            new[w1] = weight.baddbmm_(d1.transpose(1, 2), data[1], alpha=-beta)
+        else:
+            new[b1] = torch.add(bias, d1.sum(1), alpha=-beta)
+            new[w1] = torch.baddbmm(weight, d1.transpose(1, 2), data[1], alpha=-beta)
         if hessian_free:
             # params +- d g, g the outer gradient (its first layer only as pre-activations)
             g = {}

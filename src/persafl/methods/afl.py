@@ -37,7 +37,10 @@ def local_update(params: Params, xb: Tensor, yb: Tensor, hp: Mapping, grad_fn: G
     """Q steps ``y <- y - local_lr * grad f(y; D_q)``; ``xb`` is [Q, 1, (C,) B, *features]."""
     current = dict(params)
     for step in range(check_local_steps(xb, hp)):
-        current = descend(grad_fn, current, xb[step, 0], yb[step, 0], hp["local_lr"])
+        # from the second step on, ``current`` is this function's own: update it in place
+        current = descend(
+            grad_fn, current, xb[step, 0], yb[step, 0], hp["local_lr"], inplace=step > 0
+        )
     return current
 
 

@@ -137,17 +137,25 @@ def sgd_step(params: Params, grads: Params, lr: float) -> Params:
 
 
 def descend(
-    grad_fn: GradFn, at: Params, x: Tensor, y: Tensor, lr: float, base: Params | None = None
+    grad_fn: GradFn,
+    at: Params,
+    x: Tensor,
+    y: Tensor,
+    lr: float,
+    base: Params | None = None,
+    inplace: bool = False,
 ) -> Params:
     """``base - lr * grad f(at; x, y)`` (``base`` defaults to ``at``): every SGD-type step.
 
     A ``grad_fn`` that carries a fused ``descend`` (stacked fully connected models,
     :mod:`persafl.engine.fused`) computes it without materializing the gradient; any other goes
     through ``grad_fn`` and :func:`sgd_step`. Both give the same values up to float rounding.
+    ``inplace`` allows (does not require) writing the result into ``base``'s tensors: pass it
+    only for tensors the caller owns, such as a previous step's result.
     """
     fused = getattr(grad_fn, "descend", None)
     if fused is not None:
-        return fused(at, x, y, lr, base)
+        return fused(at, x, y, lr, base, inplace)
     return sgd_step(at if base is None else base, grad_fn(at, x, y), lr)
 
 

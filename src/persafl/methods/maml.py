@@ -107,7 +107,13 @@ def maml_direction(
 
 
 def maml_step(
-    params: Params, xs: Tensor, ys: Tensor, hp: Mapping, grad_fn: GradFn, hessian_free: bool
+    params: Params,
+    xs: Tensor,
+    ys: Tensor,
+    hp: Mapping,
+    grad_fn: GradFn,
+    hessian_free: bool,
+    inplace: bool = False,
 ) -> Params:
     """``params - local_lr * maml_direction(params, ...)``, regrouped so that every gradient
     is consumed by a :func:`descend` (fused for stacked MLPs: no gradient tensor written):
@@ -117,7 +123,8 @@ def maml_step(
     where ``params +- d g`` is read off ``first`` (``g = (params - first) / beta``, one ``lerp``
     per tensor): FO's direction plus :func:`hessian_vector_fd`'s correction, up to rounding.
     A ``grad_fn`` with a ``maml`` attribute (stacked fully connected models,
-    :mod:`persafl.engine.fused_maml`) takes the whole step, its first layer in low-rank form.
+    :mod:`persafl.engine.fused_maml`) takes the whole step, its first layer in low-rank form;
+    ``inplace`` (the caller owns ``params``) lets it write that layer into ``params``.
     """
     alpha, beta = hp["personal_lr"], hp["local_lr"]
     if hessian_free and hp.get("hvp", "finite_difference") == "exact":
@@ -125,7 +132,8 @@ def maml_step(
         return tree_add(params, maml_direction(params, xs, ys, hp, grad_fn, True), -beta)
     fused = getattr(grad_fn, "maml", None)  # stacked MLPs: persafl.engine.fused_maml
     if fused is not None:
-        return fused(params, xs, ys, alpha, beta, hp.get("hf_delta", 0.0), hessian_free)
+        delta = hp.get("hf_delta", 0.0)
+        return fused(params, xs, ys, alpha, beta, delta, hessian_free, inplace)
     temp = descend(grad_fn, params, xs[0], ys[0], alpha)
     first = descend(grad_fn, temp, xs[1], ys[1], beta, base=params)
     if not hessian_free or beta == 0:
@@ -144,7 +152,10 @@ def _local_update(
 ) -> Params:
     current = dict(params)
     for step in range(check_local_steps(xb, hp)):
-        current = maml_step(current, xb[step], yb[step], hp, grad_fn, hessian_free)
+        # from the second step on, ``current`` is this function's own (a step's result)
+        current = maml_step(
+            current, xb[step], yb[step], hp, grad_fn, hessian_free, inplace=step > 0
+        )
     return current
 
 

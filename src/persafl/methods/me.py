@@ -72,8 +72,12 @@ def local_update(params: Params, xb: Tensor, yb: Tensor, hp: Mapping, grad_fn: G
     for step in range(check_local_steps(xb, hp)):
         start = theta if warm else current
         theta = moreau_prox(start, current, xb[step, 0], yb[step, 0], hp, grad_fn)
-        # y - lr lam (y - theta) = lerp(y, theta, lr lam): one kernel per tensor
-        current = {k: torch.lerp(v, theta[k], lr * lam) for k, v in current.items()}
+        # y - lr lam (y - theta) = lerp(y, theta, lr lam): one kernel per tensor, in place
+        # from the second step on (``current`` is then this function's own)
+        if step == 0:
+            current = {k: torch.lerp(v, theta[k], lr * lam) for k, v in current.items()}
+        else:
+            current = {k: v.lerp_(theta[k], lr * lam) for k, v in current.items()}
     return current
 
 
