@@ -16,13 +16,7 @@ from persafl import methods as registry
 from persafl.engine import fused, fused_maml
 from persafl.methods import maml, me
 from persafl.models import build_model, init_params, make_batched_grad_fn
-
-CASES = [
-    ("logistic", (60,), {}),
-    ("mlp", (1, 12, 12), {"hidden": 9}),
-    ("mlp", (60,), {"hidden": 20, "activation": "softplus"}),
-    ("mlp", (5, 4), {"hidden": 7, "activation": "tanh"}),
-]
+from test_fused import CASES  # the models and activations the fused steps cover
 
 
 def problem(name, shape, kw, clients=3, batch=6, steps=4, seed=5, dtype=torch.float32):

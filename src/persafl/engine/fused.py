@@ -63,6 +63,20 @@ def _logits_grad(logits: Tensor, y: Tensor) -> Tensor:
     return delta.mul_(1.0 / int(logits.shape[1]))
 
 
+def _layer_update(
+    weight: Tensor, bias: Tensor, delta: Tensor, inp: Tensor | None, lr: float, inplace: bool
+) -> tuple[Tensor, Tensor]:
+    """A Linear layer's ``(W, b) - lr * (dZ^T A, sum_b dZ)``: into ``weight`` and ``bias`` with
+    ``inplace`` (the caller owns them), else as new tensors; the same kernels either way."""
+    if inplace:
+        return weight.baddbmm_(delta.transpose(1, 2), inp, alpha=-lr), bias.add_(
+            delta.sum(1), alpha=-lr
+        )
+    return torch.baddbmm(weight, delta.transpose(1, 2), inp, alpha=-lr), torch.add(
+        bias, delta.sum(1), alpha=-lr
+    )
+
+
 def _layer_forward(name: str, layer: nn.Module, params: Params, hidden: Tensor) -> Tensor:
     """One layer on stacked inputs [C, B, in]: a Linear as ``baddbmm`` with the clients' own
     weights ``params[name.weight]`` [C, out, in], anything else as the module itself."""
@@ -140,13 +154,8 @@ def make_descend(model: nn.Module) -> Descend:
                 weight = at[f"{name}.weight"]
                 # the input gradient first (from the weight at ``at``), unless it is the data
                 grad_in = torch.bmm(delta, weight) if index > 0 else None
-                w, b = base[f"{name}.weight"], base[f"{name}.bias"]
-                if inplace:
-                    new[f"{name}.weight"] = w.baddbmm_(delta.transpose(1, 2), inp, alpha=-lr)
-                    new[f"{name}.bias"] = b.add_(delta.sum(1), alpha=-lr)
-                else:
-                    new[f"{name}.weight"] = torch.baddbmm(w, delta.transpose(1, 2), inp, alpha=-lr)
-                    new[f"{name}.bias"] = torch.add(b, delta.sum(1), alpha=-lr)
+                w, b = f"{name}.weight", f"{name}.bias"
+                new[w], new[b] = _layer_update(base[w], base[b], delta, inp, lr, inplace)
                 delta = grad_in
             else:
                 delta = _BACKWARD[type(layer)](delta, inp, out)

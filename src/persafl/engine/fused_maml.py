@@ -36,7 +36,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from persafl.engine.fused import _BACKWARD, _layer_forward, _logits_grad, _plan
+from persafl.engine.fused import _BACKWARD, _layer_forward, _layer_update, _logits_grad, _plan
 
 Params = dict[str, Tensor]
 # maml(params, xs [S, C, B, ...], ys [S, C, B], alpha, beta, delta, hessian_free) -> new params
@@ -103,8 +103,7 @@ def make_maml(model: nn.Module) -> MamlStep:
         for name, (delta, inp) in grads.items():
             if name != first:
                 w, b = f"{name}.weight", f"{name}.bias"
-                new[w] = torch.baddbmm(base[w], delta.transpose(1, 2), inp, alpha=-lr)
-                new[b] = torch.add(base[b], delta.sum(1), alpha=-lr)
+                new[w], new[b] = _layer_update(base[w], base[b], delta, inp, lr, False)
 
     def maml(
         params: Params,
@@ -134,12 +133,7 @@ def make_maml(model: nn.Module) -> MamlStep:
         update(new, params, grads, beta)
         # the first layer of params is not read after this point (HF's points params +- d g
         # differ from params in the later layers only; their first layer is ``shift`` below)
-        if inplace:
-            new[b1] = bias.add_(d1.sum(1), alpha=-beta)
-            new[w1] = weight.baddbmm_(d1.transpose(1, 2), data[1], alpha=-beta)
-        else:
-            new[b1] = torch.add(bias, d1.sum(1), alpha=-beta)
-            new[w1] = torch.baddbmm(weight, d1.transpose(1, 2), data[1], alpha=-beta)
+        new[w1], new[b1] = _layer_update(weight, bias, d1, data[1], beta, inplace)
         if hessian_free:
             # params +- d g, g the outer gradient (its first layer only as pre-activations)
             g = {}
