@@ -114,12 +114,12 @@ def bench(name: str, root: Path, repeats: int) -> list[dict]:
                 eval_stacks.MAX_WASTE = saved
             padded = sum(
                 len(ids) * index.shape[1]
-                for ids, index in zip(evaluator.stacks, evaluator.test_index, strict=True)
+                for ids, index in zip(evaluator.tests.stacks, evaluator.tests.index, strict=True)
             )
             seconds[layout] = (
                 time_evaluation(evaluator, params, own, repeats),
                 padded,
-                len(evaluator.stacks),
+                len(evaluator.tests.stacks),
             )
         rows.append(
             {

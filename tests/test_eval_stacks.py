@@ -77,10 +77,10 @@ def test_stacked_evaluation_equals_one_stack_of_all_clients(skewed, monkeypatch,
     own = {k: torch.stack([v + 0.01 * c for c in range(12)]) for k, v in params.items()}
     args = (5, None, own) if name == "local" else (5, params)
     stacked, _ = _evaluator(skewed, name)
-    assert len(stacked.stacks) > 1
+    assert len(stacked.tests.stacks) > 1
     monkeypatch.setattr(eval_stacks, "MAX_WASTE", float("inf"))
     single, _ = _evaluator(skewed, name)
-    assert len(single.stacks) == 1
+    assert len(single.tests.stacks) == 1
     a, b = stacked.evaluate(*args), single.evaluate(*args)
     np.testing.assert_array_equal(a.global_acc, b.global_acc)  # counts: exact
     np.testing.assert_array_equal(a.personal_acc, b.personal_acc)

@@ -145,6 +145,7 @@ def prepare_replays(setups: list[Run], reporter: Any) -> None:
     pool_y = parts[0].y if len(parts) == 1 else torch.cat([d.y for d in parts])
     devices = {run.device for run in setups}
     tensors = {device: (pool_x.to(device), pool_y.to(device)) for device in devices}
+    eval_cache: dict = {}  # runs of one partition share their gathered test samples
     for run in setups:
         config = run.config
         x, y = tensors[run.device]
@@ -162,4 +163,5 @@ def prepare_replays(setups: list[Run], reporter: Any) -> None:
             device=run.device,
             x=x,
             y=y,
+            eval_cache=eval_cache,
         )

@@ -24,15 +24,17 @@ Per client (docs/design.md "Executor and evaluation"):
 Aggregates: ``_ca`` client-averaged (each client with test data counts once) and ``_sw``
 sample-weighted (total correct / total test samples). Clients are evaluated in stacks of similar
 test-set size (:mod:`persafl.engine.eval_stacks`: padded to the stack's longest and masked, at
-most 1.25 padded samples per real one): the server model in one plain forward pass over the
-stack's test samples; per-client models (personalized, ``local``) with the batched forward and
-gradient of :mod:`persafl.models`, identical for both execution backends.
+most 1.25 padded samples per real one; the samples gathered once per partition,
+:mod:`persafl.engine.test_sets`): the server model in plain forward passes over the stack's
+real test samples, ``FORWARD_ROWS`` at a time; per-client models (personalized, ``local``) with
+the batched forward and gradient of :mod:`persafl.models` over the padded stack, identical for
+both execution backends.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +42,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from persafl.engine import diagnostics, eval_stacks
+from persafl.engine import diagnostics, test_sets
 from persafl.engine.batches import eval_indices, gather
 from persafl.methods import Method
 from persafl.models import (
@@ -51,12 +53,10 @@ from persafl.models import (
     predict,
 )
 
-# Upper bound on the scalars (features and activations) of one evaluation stack (64M floats).
-CHUNK_ELEMENTS = 1 << 26
-# The padded test samples of a run are gathered once and kept when they fit in this many
-# scalars (2^27 float32 = 512 MB): gathering them anew cost more than the test forward pass
-# itself (MNIST, 17,500 test samples: 90 ms gather vs 55 ms forward on one core).
-TEST_CACHE_ELEMENTS = 1 << 27
+# Rows per forward pass of the server model over a stack's real test samples: MNIST's 17,502
+# test samples in pieces of 1,024 took 41 ms against 44 ms in one matrix product and 55 ms
+# padded (one core; benchmarks/results/eval.md). A row's logits are the same bits either way.
+FORWARD_ROWS = 1024
 
 METRIC_COLUMNS = (
     "global_acc_ca",
@@ -106,7 +106,10 @@ class Evaluator:
         train: list[np.ndarray],
         test: list[np.ndarray],
         seed: int,
+        cache: MutableMapping | None = None,
     ) -> None:
+        """``cache``: a dict shared by the runs of a group (:func:`test_sets.shared`: runs with
+        the same test indices share their gathered test samples); None keeps them private."""
         self.model, self.method, self.hp = model, method, dict(hp)
         self.forward, self.grad_fn = make_batched_forward(model), make_batched_grad_fn(model)
         self.x, self.y, self.train, self.seed = x, y, train, seed
@@ -133,43 +136,18 @@ class Evaluator:
         self.test_counts = np.array([len(t) for t in test], dtype=np.int64)
         features = int(np.prod(x.shape[1:]))
         per_sample = features + activations_per_sample(model, tuple(x.shape[1:]))
-        self.stacks = eval_stacks.plan_stacks(
-            self.test_counts, per_sample, CHUNK_ELEMENTS, eval_stacks.MAX_WASTE
-        )
-        self.stack_ids = [torch.from_numpy(ids).to(x.device) for ids in self.stacks]
-        # Padded test indices [n, L] per stack: padding repeats a real index and is masked out.
-        self.test_index, self.mask = [], []
-        for ids in self.stacks:
-            length = eval_stacks.padded_length(self.test_counts, ids)
-            padded = np.zeros((len(ids), length), dtype=np.int64)
-            for row, client in enumerate(ids.tolist()):
-                if len(test[client]):
-                    padded[row, : len(test[client])] = test[client]
-                    padded[row, len(test[client]) :] = test[client][0]
-            self.test_index.append(padded)
-            counts = self.test_counts[ids]
-            self.mask.append(
-                torch.from_numpy(np.arange(length)[None, :] < counts[:, None]).to(x.device)
-            )
-        # Stats come out in stack order; this puts them back in client order.
-        self.unstack = np.argsort(np.concatenate(self.stacks), kind="stable")
+        self.tests = test_sets.shared(cache, x, y, test, per_sample)
         # Personalization (fixed-size adaptation batches, no padding) runs over contiguous
         # chunks of clients, sized as the test stacks were before size-sorting (so its
         # arithmetic, and the diagnostics' warm starts, are those of one chunk of all clients
         # where that fits).
         longest = max(1, int(self.test_counts.max(initial=0)))
-        chunk = max(1, CHUNK_ELEMENTS // (longest * per_sample))
+        chunk = max(1, test_sets.CHUNK_ELEMENTS // (longest * per_sample))
         self.adapt_chunks = [
             (start, min(start + chunk, self.num_clients))
             for start in range(0, self.num_clients, chunk)
         ]
         self.majority_acc = self._majority(y.cpu().numpy(), train, test)
-        cached = sum(index.size for index in self.test_index) * features
-        self.test_data = (
-            [gather(x, y, index) for index in self.test_index]
-            if cached <= TEST_CACHE_ELEMENTS
-            else None
-        )
 
     @staticmethod
     def _majority(
@@ -183,17 +161,10 @@ class Evaluator:
                 acc[client] = float((labels[te] == majority).mean())
         return acc
 
-    def _client_stats(self, params: Params, stack: int, stacked: bool) -> Tensor:
-        """Per-client (correct count, summed loss) [n, 2] for the n clients of ``stack``."""
-        if self.test_data is not None:  # [n, L, ...], [n, L]
-            xt, yt = self.test_data[stack]
-        else:
-            xt, yt = gather(self.x, self.y, self.test_index[stack])
-        mask = self.mask[stack].to(xt.dtype)
-        if stacked:
-            logits = self.forward(params, xt)
-        else:  # one model for all: a plain forward pass over the stack's samples
-            logits = predict(self.model, params, xt.flatten(0, 1)).unflatten(0, yt.shape)
+    def _client_stats(self, stack: int, logits: Tensor) -> Tensor:
+        """Per-client (correct count, summed loss) [n, 2] for the n clients of ``stack`` from
+        their padded logits [n, L, K]."""
+        yt, mask = self.tests.labels[stack], self.tests.mask[stack].to(logits.dtype)
         correct = (logits.argmax(dim=-1) == yt).to(mask.dtype)
         losses = F.cross_entropy(logits.flatten(0, 1), yt.flatten(), reduction="none")
         # sums, not means: the division happens in float64 (exact counts, clean ratios)
@@ -202,20 +173,39 @@ class Evaluator:
         )
 
     def _stats(self, params: Params, stacked: bool) -> np.ndarray:
-        """Per-client (accuracy, loss) for all clients, in stacks of clients."""
-        out = []
-        for stack, ids in enumerate(self.stack_ids):
-            stack_params = (
-                {k: v.index_select(0, ids) for k, v in params.items()} if stacked else params
-            )
-            with torch.no_grad():
-                out.append(self._client_stats(stack_params, stack, stacked))
+        """Per-client (accuracy, loss) for all clients, in stacks of clients: per-client models
+        with the batched forward over each padded stack; one model for all with plain forward
+        passes over every stack's real samples, ``FORWARD_ROWS`` at a time."""
+        tests, out = self.tests, []
+        with torch.no_grad():
+            if not stacked:
+                logits = self._server_logits(params, tests.rows())
+            for stack, ids in enumerate(tests.stack_ids):
+                if stacked:
+                    own = {k: v.index_select(0, ids) for k, v in params.items()}
+                    padded = self.forward(own, tests.padded(stack))
+                elif tests.source[stack] is None:  # a small stack: its own forward pass
+                    xt = tests.padded(stack)
+                    padded = predict(self.model, params, xt.flatten(0, 1)).unflatten(
+                        0, xt.shape[:2]
+                    )
+                else:
+                    padded = tests.spread(stack, logits)
+                out.append(self._client_stats(stack, padded))
         return self._means(out)
+
+    def _server_logits(self, params: Params, rows: Tensor) -> Tensor:
+        """Logits of ``rows`` in near-equal pieces of at most ``FORWARD_ROWS`` (a piece never
+        gets small: see ``test_sets.SMALL_ROWS``)."""
+        if len(rows) <= FORWARD_ROWS:
+            return predict(self.model, params, rows)
+        pieces = torch.tensor_split(rows, -(-len(rows) // FORWARD_ROWS))
+        return torch.cat([predict(self.model, params, piece) for piece in pieces])
 
     def _means(self, sums: list[Tensor]) -> np.ndarray:
         """(accuracy, mean loss) per client, in client order, from the stacks' (correct, loss
         sum); NaN if no test."""
-        stats = torch.cat(sums).double().cpu().numpy()[self.unstack]
+        stats = torch.cat(sums).double().cpu().numpy()[self.tests.unstack]
         with np.errstate(invalid="ignore", divide="ignore"):
             return stats / self.test_counts[:, None]
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,7 @@ from persafl.engine.jobs import (
     MEMORY_ELEMENTS,
     JobRunner,
     JobTable,
+    finite_model,
     finite_rows,
     stack,
     unstack,
@@ -147,12 +148,15 @@ def prepare(
     memory_elements: int = MEMORY_ELEMENTS,
     x: Tensor | None = None,
     y: Tensor | None = None,
+    eval_cache: MutableMapping | None = None,
 ) -> Replay:
     """Check the inputs and set up one run's replay (arguments as :func:`run`).
 
     The data are moved to ``device`` once; ``model`` is moved there too. ``init`` defaults to
     ``init_params(model, seed)``. ``x``, ``y``: the data already on ``device`` (a group shares
-    one copy); default ``data.x``/``data.y`` moved there.
+    one copy); default ``data.x``/``data.y`` moved there. ``eval_cache``: a dict shared by a
+    group's replays, in which runs with the same test indices share their gathered test samples
+    (:mod:`persafl.engine.test_sets`).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: got {backend!r}, expected one of {list(BACKENDS)}")
@@ -179,7 +183,7 @@ def prepare(
     params = {name: value.to(x.device) for name, value in init.items()}
     jobs = JobTable.from_trace(trace)
     runner = JobRunner(method, hp, model, x, y, train, jobs, seed, memory_elements)
-    evaluator = Evaluator(model, method, hp, x, y, train, test, seed)
+    evaluator = Evaluator(model, method, hp, x, y, train, test, seed, eval_cache)
     return Replay(
         trace, method, hp, runner, jobs, evaluator, backend, max_ahead_jobs,
         params, eval_every, callback,
@@ -271,7 +275,7 @@ class Replay:
         clients = [int(self.jobs.client[job]) for job in ids]
         staleness = [k - int(self.jobs.start[job]) for job in ids]
         new = self.server.apply(self.versions[k], deltas, clients, staleness)  # engine/server.py
-        if not bool(finite_rows({name: v[None] for name, v in new.items()})):
+        if not finite_model(new):
             raise _Stop(f"diverged at update {k}: the server model became non-finite")
         self.versions[k + 1] = new
         for version in [v for v in self.versions if v <= k and self.last_use.get(v, -1) <= k]:

@@ -192,6 +192,13 @@ def finite_rows(params: Params) -> Tensor:
     return torch.isfinite(torch.stack(sums)).all(dim=0)
 
 
+def finite_model(params: Params) -> bool:
+    """Whether one (unstacked) parameter set is entirely finite: :func:`finite_rows` of it as a
+    stack of one, the same sums, without building the stack (called once per server update)."""
+    sums = torch.stack([v.reshape(1, -1).sum(dim=1) for v in params.values()])
+    return bool(torch.isfinite(sums).all())
+
+
 def stack(params: list[Params]) -> Params:
     """Stack parameter dicts along a new leading dimension."""
     return {k: torch.stack([p[k] for p in params]) for k in params[0]}

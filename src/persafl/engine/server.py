@@ -91,11 +91,14 @@ def server_update(
         raise ValueError(f"{len(deltas)} deltas but {len(weights)} weights")
     array = np.asarray(weights, dtype=np.float64)
     uniform = bool((array == 1.0 / len(deltas)).all())
+    if uniform and len(deltas) == 1:  # the mean of one delta is itself: skip stacking it
+        # value - server_lr * delta, every tensor in one call (the same elementwise products
+        # and differences, so the same bits; server_lr 1 multiplies exactly, so it is skipped)
+        names, delta = list(current), [deltas[0][name] for name in current]
+        step = delta if server_lr == 1.0 else torch._foreach_mul(delta, server_lr)
+        return dict(zip(names, torch._foreach_sub([current[n] for n in names], step), strict=True))
     new = {}
     for name, value in current.items():
-        if uniform and len(deltas) == 1:  # the mean of one delta is itself: skip stacking it
-            new[name] = value - server_lr * deltas[0][name]
-            continue
         stacked = torch.stack([delta[name] for delta in deltas])
         if uniform:  # the plain mean: bit-identical to the engine's results before weights
             step = stacked.mean(dim=0)
@@ -134,6 +137,8 @@ class ServerRule:
 
     def weights(self, clients: Sequence[int], staleness: Sequence[int]) -> np.ndarray:
         """``w_j = p_j * s(tau_j)`` for the jobs of one update."""
+        if clients and self.aggregation == "uniform" and self.staleness_weight == "constant":
+            return np.full(len(clients), 1.0 / len(clients))  # p_j * 1: the same numbers
         base = aggregation_weights(self.aggregation, [self.client_sizes[c] for c in clients])
         discount = staleness_weight(
             self.staleness_weight, np.asarray(staleness), self.staleness_a, self.staleness_b
