@@ -8,8 +8,10 @@ client in one stack padded to the longest test set (the layout before 2026-12-07
 
 Usage: python benchmarks/bench_eval.py [--datasets synthetic mnist] [--data-root data]
        [--repeats 5] [--out benchmarks/results]
-Writes eval.{md,csv}. MNIST and Fashion-MNIST need their files under --data-root (the
-workflow's fetch puts them there); a data set that is missing is skipped with a message.
+Also times the server model's statistics over the padded stacks against the real samples only
+(``engine.test_sets``), checking first that both give the same bits. Writes eval.{md,csv}.
+MNIST and Fashion-MNIST need their files under --data-root (the workflow's fetch puts them
+there); a data set that is missing is skipped with a message.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from persafl import methods
 from persafl.data import load_dataset
 from persafl.engine import eval_stacks
 from persafl.engine.evaluate import Evaluator
-from persafl.models import build_model, init_params
+from persafl.models import build_model, init_params, predict
 from persafl.partition import partition_dataset
 
 SETUPS = {  # config/config.yaml
@@ -71,6 +73,43 @@ def time_evaluation(evaluator: Evaluator, params, own, repeats: int) -> float:
         call(update)
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def padded_server_stats(evaluator: Evaluator, params) -> np.ndarray:
+    """The server model's per-client statistics as computed before e5feb91: one forward pass
+    over each padded stack (the reference :meth:`Evaluator._stats` must equal bit for bit)."""
+    tests, out = evaluator.tests, []
+    with torch.no_grad():
+        for stack in range(len(tests.stacks)):
+            xt = tests.padded(stack)
+            logits = predict(evaluator.model, params, xt.flatten(0, 1)).unflatten(0, xt.shape[:2])
+            out.append(evaluator._client_stats(stack, logits))
+    return evaluator._means(out)
+
+
+def server_forward(evaluator: Evaluator, params, repeats: int) -> dict:
+    """Seconds of the server model's statistics: padded stacks against real rows, interleaved
+    (median of ``repeats`` each); the two must agree exactly."""
+    new = evaluator._stats(params, stacked=False)
+    if not np.array_equal(new, padded_server_stats(evaluator, params), equal_nan=True):
+        raise SystemExit("server statistics differ between the padded and the rows layout")
+    times: dict[str, list[float]] = {"padded": [], "rows": []}
+    calls = {
+        "padded": lambda: padded_server_stats(evaluator, params),
+        "rows": lambda: evaluator._stats(params, stacked=False),
+    }
+    for repeat in range(repeats):
+        for layout in ("padded", "rows") if repeat % 2 == 0 else ("rows", "padded"):
+            start = time.perf_counter()
+            calls[layout]()
+            times[layout].append(time.perf_counter() - start)
+    padded, rows = float(np.median(times["padded"])), float(np.median(times["rows"]))
+    return {
+        "server_rows": int(len(evaluator.tests.rows())),
+        "server_seconds_padded": round(padded, 4),
+        "server_seconds_rows": round(rows, 4),
+        "server_speedup": round(padded / rows, 2),
+    }
 
 
 def bench(name: str, root: Path, repeats: int) -> list[dict]:
@@ -121,6 +160,8 @@ def bench(name: str, root: Path, repeats: int) -> list[dict]:
                 padded,
                 len(evaluator.tests.stacks),
             )
+            if layout == "stacks" and method_name == "afl":
+                server = server_forward(evaluator, params, 2 * repeats + 1)
         rows.append(
             {
                 "dataset": name,
@@ -132,6 +173,7 @@ def bench(name: str, root: Path, repeats: int) -> list[dict]:
                 "seconds_one_stack": round(seconds["one stack"][0], 4),
                 "seconds_stacks": round(seconds["stacks"][0], 4),
                 "speedup": round(seconds["one stack"][0] / seconds["stacks"][0], 2),
+                **server,
             }
         )
         print(rows[-1])
@@ -173,6 +215,27 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['padded_one_stack']:,} | {r['padded_stacks']:,} ({r['stacks']}) | "
             f"{r['seconds_one_stack']} | {r['seconds_stacks']} | {r['speedup']}x |"
         )
+    lines += [
+        "",
+        "## The server model's statistics: padded stacks against the real samples",
+        "",
+        "Per data set (the same for every method; the CSV repeats it on each row): the server "
+        "model's per-client statistics with one forward pass over each padded stack (the layout "
+        "before e5feb91) against passes over the real test samples only, all stacks in one "
+        "tensor, at most 1,024 rows a pass, logits spread back (`engine.test_sets`). Both "
+        f"interleaved, median of {2 * args.repeats + 1}; the two results are checked equal bit "
+        "for bit first.",
+        "",
+        "| data set | padded samples | rows | s padded | s rows | speedup |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if r["method"] == "afl":
+            lines.append(
+                f"| {r['dataset']} | {r['padded_stacks']:,} | {r['server_rows']:,} | "
+                f"{r['server_seconds_padded']} | {r['server_seconds_rows']} | "
+                f"{r['server_speedup']}x |"
+            )
     (args.out / "eval.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
