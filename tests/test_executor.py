@@ -12,6 +12,7 @@ from persafl import methods, rng
 from persafl.data import load_dataset
 from persafl.engine.batches import draw_indices, eval_indices
 from persafl.engine.executor import run
+from persafl.engine.jobs import finite_model, finite_rows
 from persafl.engine.schedule import ScheduleConfig, make_trace
 from persafl.models import build_model, init_params, make_grad_fn
 from persafl.partition import partition_dataset
@@ -191,6 +192,18 @@ def test_barrier_with_equal_speeds_is_fedavg(problem, backend):
         x = {p: x[p] - 0.5 * torch.stack([d[p] for d in deltas]).mean(0) for p in x}
     assert [u.time for u in trace.updates] == [1.0, 2.0, 3.0, 4.0]
     assert params_close(result.server, x, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), float("inf"), -float("inf"), 3e38])
+def test_one_model_finite_check_agrees_with_the_stacked_one(bad):
+    """``finite_model`` (the server check after every update) is ``finite_rows`` of a stack of
+    one: the same per-tensor sums, so an overflowing sum (3e38 twice) counts as diverged too."""
+    params = {"w": torch.ones(4, 3), "b": torch.zeros(3)}
+    if bad is not None:
+        params["w"][1, 2] = bad
+        params["w"][2, 0] = bad
+    stacked = bool(finite_rows({k: v[None] for k, v in params.items()}).all())
+    assert finite_model(params) == stacked == (bad is None)
 
 
 def test_huge_learning_rate_diverges_without_crashing(problem):

@@ -76,6 +76,29 @@ def test_server_update_is_the_weighted_delta_step():
         assert torch.equal(uniform[k], current[k] - torch.stack([d[k] for d in deltas]).mean(0))
 
 
+@pytest.mark.parametrize("server_lr", [1.0, 0.3])
+def test_one_uniform_delta_is_the_plain_step_bit_for_bit(server_lr):
+    """The one-arrival path (every tensor in one _foreach call; the product skipped at
+    server_lr 1, where it is exact) gives the bits of ``value - server_lr * delta``."""
+    gen = torch.Generator().manual_seed(1)
+    current = {"w": torch.randn(5, 7, generator=gen), "b": torch.randn(7, generator=gen)}
+    delta = {k: torch.randn(v.shape, generator=gen) * 1e-3 for k, v in current.items()}
+    new = server_update(current, [delta], [1.0], server_lr)
+    assert list(new) == list(current)
+    for k in current:
+        assert torch.equal(new[k], current[k] - server_lr * delta[k])
+        assert new[k] is not current[k]  # a new model: the old version stays intact
+    rule = ServerRule.from_hp({"server_lr": server_lr}, [4, 9, 2])
+    for clients, staleness in (([2], [0]), ([0, 1, 1], [3, 0, 7])):
+        weights = rule.weights(clients, staleness)  # uniform x constant: 1/K each, exactly
+        general = aggregation_weights("uniform", [9] * len(clients)) * staleness_weight(
+            "constant", np.asarray(staleness)
+        )
+        assert np.array_equal(weights, general)
+    with pytest.raises(ValueError, match="at least one"):
+        rule.weights([], [])
+
+
 def test_server_rule_combines_sample_and_staleness_weights():
     hp = {"server_lr": 0.5, "aggregation": "samples", "staleness_weight": "polynomial",
           "staleness_a": 1.0}  # fmt: skip
