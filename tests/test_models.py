@@ -11,6 +11,7 @@ from persafl.models import (
     build_model,
     init_params,
     loss_and_accuracy,
+    make_autograd_grad_fn,
     make_batched_forward,
     make_batched_grad_fn,
     make_grad_fn,
@@ -138,6 +139,36 @@ def test_batched_gradients_equal_per_client_torch_func_grad(name, shape, kw, dev
     # The clients really differ: client 0's gradient is not client 1's.
     first = next(iter(stacked))
     assert not torch.allclose(grads[first][0], grads[first][1])
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "kw"),
+    [
+        ("logistic", (60,), {}),
+        ("mlp", (1, 28, 28), {"hidden": 100}),
+        ("mlp", (60,), {"hidden": 20, "activation": "tanh"}),
+        ("cnn", (1, 28, 28), {"fc_hidden": 16}),
+    ],
+)
+def test_autograd_gradient_equals_torch_func_grad_bit_for_bit(name, shape, kw) -> None:
+    """The baselines' gradient (torch.autograd.grad) is the reference torch.func.grad's, bit
+    for bit in float32, called under no_grad too, leaving its inputs as they were."""
+    model = build_model(name, shape, 10, **kw)
+    reference, plain = make_grad_fn(model), make_autograd_grad_fn(model)
+    gen = torch.Generator().manual_seed(3)
+    for seed in range(3):
+        params = init_params(model, seed)
+        copies = {k: v.clone() for k, v in params.items()}
+        x = torch.randn(20, *shape, generator=gen)
+        y = torch.randint(0, 10, (20,), generator=gen)
+        expected = reference(params, x, y)
+        with torch.no_grad():
+            got = plain(params, x, y)
+        assert got.keys() == expected.keys()
+        for key in expected:
+            assert torch.equal(got[key], expected[key]), key
+            assert not got[key].requires_grad and expected[key].abs().max() > 0
+        assert all(torch.equal(v, copies[k]) and not v.requires_grad for k, v in params.items())
 
 
 def test_batched_gradient_does_not_track_or_modify_inputs() -> None:

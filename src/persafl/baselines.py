@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from persafl.engine.batches import eval_indices
 from persafl.methods.base import sgd_step
-from persafl.models import Params, make_grad_fn, predict
+from persafl.models import Params, make_autograd_grad_fn, predict
 
 __all__ = ["BASELINE_COLUMNS", "client_baselines", "finetune_budget", "masked_correct"]
 
@@ -68,7 +68,7 @@ def client_baselines(
     update_index: int,
 ) -> dict[str, np.ndarray]:
     """``masked_acc`` and ``finetune_acc`` per client (NaN for a client without test data)."""
-    grad_fn = make_grad_fn(model)
+    grad_fn = make_autograd_grad_fn(model)
     batches, steps, lr = finetune_budget(hp)
     batch_size = int(hp["batch_size"])
     out = {name: np.full(len(test), np.nan) for name in BASELINE_COLUMNS}

@@ -198,6 +198,23 @@ def make_grad_fn(model: nn.Module) -> GradFn:
     return grad
 
 
+def make_autograd_grad_fn(model: nn.Module) -> GradFn:
+    """:func:`make_grad_fn`'s gradient through ``torch.autograd.grad``: the same backward
+    kernels, the same bits (tests/test_models.py), and it does not compose with ``torch.func``
+    transforms. For code outside them: the first ``torch.func.grad`` call of a process imports
+    ``torch._dynamo``, about 1 s, which the per-client baselines at the end of every training
+    process paid for a handful of SGD steps (benchmarks/README.md "Process start and exit")."""
+    loss_fn = make_loss_fn(model)
+
+    def grad(params: Params, x: Tensor, y: Tensor) -> Params:
+        leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        with torch.enable_grad():
+            loss = loss_fn(leaves, x, y)
+        return dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
+
+    return grad
+
+
 # Layers without parameters that act elementwise or per channel (so on any channel layout).
 _STATELESS = (nn.ReLU, nn.Softplus, nn.Tanh, nn.MaxPool2d)
 

@@ -32,6 +32,7 @@ from persafl import __version__, provenance
 from persafl.config import ConfigError, load_run_config
 from persafl.engine.evaluate import METRIC_COLUMNS
 from persafl.engine.executor import ROW_PREFIX, RunResult
+from persafl.process import exit_now, use_deterministic_kernels
 from persafl.run_files import write_run_outputs
 
 log = logging.getLogger("persafl.train")
@@ -277,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     import torch
 
-    # warn_only: an op without a deterministic kernel warns instead of failing the run.
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # an op without a deterministic kernel warns instead of failing the run (persafl.process)
+    use_deterministic_kernels()
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads: got {args.threads}, expected an integer >= 1")
     from persafl.data import DataError
@@ -321,4 +322,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

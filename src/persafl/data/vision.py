@@ -1,4 +1,10 @@
-"""Image data sets read with torchvision's own classes, pooled and standardized (pFedMe).
+"""Image data sets, pooled and standardized (pFedMe).
+
+MNIST and Fashion-MNIST are read from their verified IDX files by :func:`read_idx` (the same
+arrays torchvision's MNIST classes read, tests/test_data.py), CIFAR-10 with torchvision's own
+class. torchvision is imported only for CIFAR-10: importing it pulls in its models and, through
+them, torch's compiler stack, about 1.7 s for each training process (benchmarks/README.md
+"Process start and exit").
 
 Train and test splits of the source are pooled, because the federated train/test split is made
 per client by :mod:`persafl.partition`. MNIST and Fashion-MNIST are standardized per pixel over
@@ -8,17 +14,25 @@ normalization; per-pixel statistics of colour images mostly encode the mean imag
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torchvision import datasets
-from torchvision.datasets.utils import check_integrity
 
 from persafl.data.base import DataError, Dataset
 from persafl.data.sources import FOLDERS, NETWORK_TIMEOUT_S, ensure_idx, socket_timeout
 
-IDX_CLASSES = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
+if TYPE_CHECKING:
+    from torchvision import datasets
+
+# the pooled splits' files, train first: (images, labels)
+IDX_SPLITS = (
+    ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+)
+UBYTE = 0x08  # the IDX type code of unsigned bytes, the only one MNIST files use
 
 
 def _standardize(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -34,17 +48,35 @@ def raw_idx(
     name: str, root: str | Path, download: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled uint8 images ``[70000, 28, 28]`` (train first) and int64 labels of an IDX set."""
-    ensure_idx(name, root, download=download)
-    cls = IDX_CLASSES[name]
-    parts = [cls(str(root), train=train, download=False) for train in (True, False)]
-    images = torch.cat([p.data for p in parts])
-    labels = torch.cat([p.targets for p in parts]).to(torch.int64)
-    return images, labels
+    folder = ensure_idx(name, root, download=download)
+    images = [torch.from_numpy(read_idx(folder / files[0], ndim=3)) for files in IDX_SPLITS]
+    labels = [torch.from_numpy(read_idx(folder / files[1], ndim=1)) for files in IDX_SPLITS]
+    return torch.cat(images), torch.cat(labels).to(torch.int64)
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An uncompressed IDX file of unsigned bytes with ``ndim`` dimensions: two zero bytes,
+    the type code 0x08, the number of dimensions, each size as a big-endian int32, then the
+    values (https://yann.lecun.com/exdb/mnist/). A writable uint8 array of those sizes."""
+    raw = path.read_bytes()
+    header = 4 + 4 * ndim
+    if len(raw) < header or raw[:2] != b"\0\0" or raw[2] != UBYTE or raw[3] != ndim:
+        raise DataError(
+            f"{path}: not an IDX file of unsigned bytes with {ndim} dimension(s) (header "
+            f"{raw[:4].hex() or 'empty'}). Delete it and re-run to fetch it again."
+        )
+    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    if len(raw) - header != math.prod(shape):
+        raise DataError(
+            f"{path}: header says {shape} values, the file holds {len(raw) - header} "
+            "(truncated or corrupt). Delete it and re-run to fetch it again."
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()
 
 
 def load_idx_dataset(name: str, root: str | Path, download: bool = True) -> Dataset:
     """MNIST or Fashion-MNIST: x ``[70000, 1, 28, 28]`` float32 standardized per pixel."""
-    if name not in IDX_CLASSES:
+    if name not in FOLDERS:
         raise ValueError(f"{name!r} is not an IDX data set; expected one of {list(FOLDERS)}")
     images, labels = raw_idx(name, root, download=download)
     x = _standardize(images.to(torch.float32).div_(255.0).unsqueeze(1), dims=(0,))
@@ -63,13 +95,17 @@ def _cifar_files(dataset_class: type[datasets.CIFAR10]) -> list[tuple[str, str |
 def raw_cifar10(
     root: str | Path,
     download: bool = True,
-    dataset_class: type[datasets.CIFAR10] = datasets.CIFAR10,
+    dataset_class: type[datasets.CIFAR10] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pooled uint8 images ``[60000, 3, 32, 32]`` (train first) and int64 labels.
 
     ``dataset_class`` is torchvision's CIFAR10 (whose md5 checks of every batch file are kept);
     tests pass a subclass with ``md5 = None`` to read a tiny file of the real format.
     """
+    from torchvision import datasets
+    from torchvision.datasets.utils import check_integrity
+
+    dataset_class = dataset_class or datasets.CIFAR10
     folder = Path(root) / dataset_class.base_folder
     files = _cifar_files(dataset_class)
     if all((folder / f).is_file() for f, _ in files):
@@ -104,7 +140,7 @@ def raw_cifar10(
 def load_cifar10(
     root: str | Path,
     download: bool = True,
-    dataset_class: type[datasets.CIFAR10] = datasets.CIFAR10,
+    dataset_class: type[datasets.CIFAR10] | None = None,
 ) -> Dataset:
     """CIFAR-10: x ``[60000, 3, 32, 32]`` float32 standardized per channel."""
     images, labels = raw_cifar10(root, download=download, dataset_class=dataset_class)
