@@ -2,17 +2,18 @@
 
 The paper config starts about 135 training processes (120 tuning points, 15 final groups), and
 a tuning point trains for only 7-20 s, so what a process costs before and after its training is
-part of the study's time. Two costs are avoidable (benchmarks/README.md "Process start and
-exit"):
+part of the study's time (benchmarks/README.md "bench_process.py"):
 
 - ``torch.use_deterministic_algorithms`` imports ``torch._inductor`` only to set its
-  ``deterministic`` option, about 1.3 s of imports (sympy, dynamo) for a compiler this project
-  never calls, and about 1 s more at exit to tear those modules down;
-- with deterministic algorithms on, torch fills every ``torch.empty`` with NaN
-  (``torch.utils.deterministic.fill_uninitialized_memory``), a guard against reading memory
-  nobody wrote. The engine never reads such memory: every result it computes is compared bit
-  for bit between runs and against closed forms in the tests, and a NaN read would have shown
-  as a diverged run. Off, a Synthetic group runs 3-5 % faster, with the same bits.
+  ``deterministic`` option: about 1.1 s of imports (dynamo, sympy) for a compiler this project
+  never calls, and more at exit to tear those modules down. :func:`use_deterministic_kernels`
+  sets the same flags without it;
+- the interpreter's teardown at exit: :func:`exit_now` skips it.
+
+Uninitialized memory stays filled with NaN under deterministic algorithms (torch's
+``fill_uninitialized_memory``, a guard that makes a read of memory nobody wrote visible):
+turning it off gave 3-5 % on a small Synthetic group and nothing measurable on the paper
+config's groups, so it stays on.
 """
 
 from __future__ import annotations
@@ -26,16 +27,14 @@ from typing import NoReturn
 def use_deterministic_kernels() -> None:
     """Deterministic kernels, warning (not failing) where an op has none: what
     ``torch.use_deterministic_algorithms(True, warn_only=True)`` sets, without importing
-    ``torch._inductor``; and no NaN fill of uninitialized memory."""
+    ``torch._inductor``."""
     import torch
-    import torch.utils.deterministic
 
     setter = getattr(torch._C, "_set_deterministic_algorithms", None)
     if setter is None:  # a torch without the private setter: the public call
         torch.use_deterministic_algorithms(True, warn_only=True)
     else:
         setter(True, warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 def exit_now(code: int) -> NoReturn:
