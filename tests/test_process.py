@@ -9,11 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
-
-import pytest
-
-from test_train import write_config
 
 
 def _python(code: str, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -80,20 +75,3 @@ def test_mnist_loader_and_baselines_import_neither_torchvision_nor_dynamo() -> N
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
-
-
-@pytest.mark.slow
-def test_a_training_process_writes_everything_before_its_fast_exit(tmp_path: Path) -> None:
-    config = write_config(tmp_path, method={"name": "afl", "hp": {"local_steps": 2}})
-    out = tmp_path / "run"
-    done = subprocess.run(
-        [sys.executable, "-m", "persafl.train", "--config", str(config), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stderr.rstrip().endswith(f"completed: {config} -> {out}")
-    metrics = (out / "metrics.csv").read_text().splitlines()
-    assert len(metrics) == 1 + 5  # header, updates 0, 5, 10, 15, 20
-    assert (out / "summary.json").read_text().rstrip().endswith("}")

@@ -141,6 +141,8 @@ def test_python_dash_m_entry_point(tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "summary.json").read_text())["status"] == "completed"
     assert "update 5/5" in done.stderr
+    # the process ends in persafl.process.exit_now: the log's last line is still there
+    assert done.stderr.rstrip().endswith(f"completed: {config} -> {out}")
 
 
 def test_one_run_of_a_sweep_without_a_run_yaml(tmp_path, capsys):
