@@ -203,7 +203,7 @@ def make_autograd_grad_fn(model: nn.Module) -> GradFn:
     kernels, the same bits (tests/test_models.py), and it does not compose with ``torch.func``
     transforms. For code outside them: the first ``torch.func.grad`` call of a process imports
     ``torch._dynamo``, about 1 s, which the per-client baselines at the end of every training
-    process paid for a handful of SGD steps (benchmarks/README.md "Process start and exit")."""
+    process paid for a handful of SGD steps (benchmarks/README.md "bench_process.py")."""
     loss_fn = make_loss_fn(model)
 
     def grad(params: Params, x: Tensor, y: Tensor) -> Params:

@@ -3,8 +3,8 @@
 MNIST and Fashion-MNIST are read from their verified IDX files by :func:`read_idx` (the same
 arrays torchvision's MNIST classes read, tests/test_data.py), CIFAR-10 with torchvision's own
 class. torchvision is imported only for CIFAR-10: importing it pulls in its models and, through
-them, torch's compiler stack, about 1.7 s for each training process (benchmarks/README.md
-"Process start and exit").
+them, torch's compiler stack, about 1.2 s for each training process (benchmarks/README.md
+"bench_process.py").
 
 Train and test splits of the source are pooled, because the federated train/test split is made
 per client by :mod:`persafl.partition`. MNIST and Fashion-MNIST are standardized per pixel over
